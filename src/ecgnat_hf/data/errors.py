@@ -1,0 +1,75 @@
+"""Typed errors for reading ECG records.
+
+Every error carries the record it is about (``record``: a path or an id) and a short description of
+``problem``; ``str(err)`` is ``"<record>: <problem>"`` so a log line always says which file failed
+and why. Most classes also derive from :class:`ValueError` (or :class:`FileNotFoundError`) so callers
+that already catch the built-in exception keep working.
+
+Relation to the feature extractor: ``feature_extraction_ecgnat.py`` is copied flat next to
+checkpoints and must not import this package, so it defines its own ``ECGInputError(ValueError)``.
+Lead-name problems found there raise ``ECGLeadNameError(ECGInputError)``. :class:`LeadNameError`
+below subclasses that class as well, so ``except LeadNameError`` catches lead-name problems
+raised by the reader, and ``except ECGInputError`` / ``except ValueError`` catch both.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..feature_extraction_ecgnat import ECGInputError, ECGLeadNameError
+
+__all__ = [
+    "ECGDataError",
+    "MissingFileError",
+    "HeaderError",
+    "TruncatedSignalError",
+    "InvalidSignalError",
+    "LeadNameError",
+    "SamplingRateError",
+    "MissingSamplingRateError",
+    "ECGInputError",
+    "ECGLeadNameError",
+]
+
+
+class ECGDataError(Exception):
+    """Base class: something is wrong with one record. ``record`` names it, ``problem`` says what."""
+
+    def __init__(self, record: str | os.PathLike | None, problem: str):
+        self.record = os.fspath(record) if record is not None else "<unknown record>"
+        self.problem = str(problem)
+        super().__init__(f"{self.record}: {self.problem}")
+
+    def __reduce__(self):  # keep pickling working (multiprocessing workers in dataset builders)
+        return (self.__class__, (self.record, self.problem))
+
+
+class MissingFileError(ECGDataError, FileNotFoundError):
+    """The header file or a signal file of the record does not exist."""
+
+    def __str__(self) -> str:  # FileNotFoundError would otherwise format errno/filename
+        return f"{self.record}: {self.problem}"
+
+
+class HeaderError(ECGDataError, ValueError):
+    """The header cannot be read or lacks a required field."""
+
+
+class TruncatedSignalError(ECGDataError, ValueError):
+    """The signal file holds fewer samples than the header announces."""
+
+
+class InvalidSignalError(ECGDataError, ValueError):
+    """The signal contains NaN or infinite values (or is otherwise unusable)."""
+
+
+class LeadNameError(ECGDataError, ECGLeadNameError):
+    """Unknown, duplicate or missing lead names. Also a ``ValueError``."""
+
+
+class SamplingRateError(ECGDataError, ValueError):
+    """Missing, non-positive or otherwise wrong sampling rate."""
+
+
+class MissingSamplingRateError(HeaderError, SamplingRateError):
+    """The header (or the MATLAB file, without an explicit ``sampling_rate=``) gives no sampling rate."""
