@@ -1,0 +1,1 @@
+"""Training glue: the comparison baseline, model cards and plots (recipes live in ``recipes/``)."""
