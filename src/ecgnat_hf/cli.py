@@ -1,0 +1,470 @@
+"""The ``ecgnat`` command.
+
+::
+
+    ecgnat predict --model CKPT records_or_folders... -o predictions.csv [--lead_names I,II]
+    ecgnat plot RECORD [--model CKPT] [-o ecg.png] [--fusion_output fusion.png]
+    ecgnat pretrain | finetune | linear-probe | evaluate | label-efficiency | demo  [recipe arguments]
+    ecgnat --version
+
+The recipe subcommands hand every argument after their name, unchanged, to
+``ecgnat_hf.recipes.<name>.main(args)`` (``linear-probe`` -> ``linear_probe``); ``ecgnat finetune --help``
+therefore shows the recipe's own options.
+
+Exit codes: 0 success; 1 a data error (the record and the problem are printed; ``predict`` still writes
+every other record's row and lists the failed ones in its errors CSV); 2 bad usage (unknown option, missing
+path, checkpoint that cannot be loaded).
+"""
+from __future__ import annotations
+
+import os
+
+# Before numpy/torch are imported: on small machines BLAS threads started by numpy/scipy/sklearn fight
+# torch's intra-op threads (measured 5-10x slower training on 2 cores). A user's own setting wins;
+# ``--num_threads`` sets torch's thread count explicitly for machines with many cores.
+# Note: the console script imports the package ``ecgnat_hf`` (and with it numpy and torch) before this
+# module, so these variables can come too late for libraries already loaded; ``_limit_threads`` in
+# ``main()`` therefore also applies the same limits at run time (threadpoolctl for BLAS, torch directly).
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_USER_SET_THREADS = {_var: _var in os.environ for _var in _THREAD_VARS}
+for _var in _THREAD_VARS:
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import logging  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+__all__ = ["main", "build_parser", "RECIPES"]
+
+PROG = "ecgnat"
+
+#: subcommand -> module under ``ecgnat_hf.recipes`` whose ``main(args)`` gets the remaining arguments
+RECIPES = {
+    "pretrain": ("pretrain", "masked-reconstruction pretraining on unlabelled records"),
+    "finetune": ("finetune", "supervised fine-tuning (from a pretrained checkpoint or from scratch)"),
+    "linear-probe": ("linear_probe", "frozen encoder + linear head"),
+    "evaluate": ("evaluate", "evaluate a checkpoint: per-class metrics, ROC curves, lead subsets"),
+    "label-efficiency": ("label_efficiency", "1%%/10%%/100%% label fractions, pretrained vs scratch: table + plot"),
+    "demo": ("demo", "the one-command demo on the bundled PTB-XL sample"),
+}
+
+# global options that take a value (needed to find the subcommand before argparse sees recipe arguments)
+_GLOBAL_WITH_VALUE = ("--num_threads", "--log_level")
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit code 2)."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("ecgnat-hf")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
+# --------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="ECG-NAT: neighborhood-attention transformer for multi-lead ECG (research use only, "
+        "not a medical device).",
+        epilog="Recipe subcommands pass their arguments on unchanged: `ecgnat finetune --help` lists the "
+        "recipe's options. Exit codes: 0 ok, 1 data error (record named), 2 bad usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--num_threads", type=int, default=None,
+                        help="torch CPU threads (default: the OMP_NUM_THREADS environment variable, else 1)")
+    parser.add_argument("--log_level", default="warning", choices=["debug", "info", "warning", "error"],
+                        help="logging verbosity (default: warning)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for name, (module, text) in RECIPES.items():
+        sub.add_parser(
+            name, help=text, add_help=False, description=f"{text}. Arguments are passed to "
+            f"ecgnat_hf.recipes.{module}.main(); see `ecgnat {name} --help`.",
+        )
+
+    p = sub.add_parser(
+        "predict",
+        help="records or folders in, a CSV of per-class probabilities out",
+        description="Predict per-class probabilities for ECG records (WFDB .hea/.dat/.mat or MATLAB files). "
+        "Folders are searched recursively. Records longer than the checkpoint's window (window_s in its "
+        "preprocessor_config.json) are cut into windows whose probabilities are averaged per record. "
+        "Records that cannot be read are listed in the errors CSV; the others are still predicted "
+        "(exit code 1 when any record failed).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="RECORD_OR_FOLDER",
+                   help="record paths (with or without extension) and/or folders")
+    p.add_argument("--model", "-m", required=True, help="checkpoint directory (or hub id in the local cache)")
+    p.add_argument("--output", "-o", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    p.add_argument("--errors_csv", default=None,
+                   help="CSV of records that failed (default: <output stem>.errors.csv; header only if none)")
+    p.add_argument("--lead_names", default=None,
+                   help='comma-separated leads to use, e.g. "I,II" (others are treated as not recorded); for '
+                   "records whose files name no standard lead, the names of their channels in order")
+    p.add_argument("--batch_size", type=int, default=32, help="windows per forward pass (default: 32)")
+    p.add_argument("--aggregate", choices=["mean", "max"], default="mean",
+                   help="how window probabilities are pooled per record (default: mean)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    p.add_argument("--resume", action="store_true", help="skip records already in --output and keep its rows")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+    q = sub.add_parser(
+        "plot",
+        help="one record -> 12-lead ECG printout (and, with --model, predictions and lead-fusion weights)",
+        description="Draw one record as a clinical 12-lead printout (25 mm/s, 10 mm/mV; leads the record "
+        "lacks are marked 'not recorded'). With --model the box shows the model's top predictions for the "
+        "whole record and a second PNG shows the lead-fusion attention weights averaged over time.",
+    )
+    q.add_argument("record", help="record path (with or without extension)")
+    q.add_argument("--model", "-m", default=None, help="checkpoint directory: adds predictions and the fusion plot")
+    q.add_argument("--output", "-o", default=None, help="PNG to write (default: <record id>_ecg.png)")
+    q.add_argument("--fusion_output", default=None,
+                   help="lead-fusion PNG (default: <output stem>_lead_fusion.png; needs --model)")
+    q.add_argument("--lead_names", default=None, help='leads the model uses, e.g. "I,II" (as in predict)')
+    q.add_argument("--start_s", type=float, default=0.0, help="start of the 10 s shown (default: 0)")
+    q.add_argument("--top_k", type=int, default=8, help="predictions shown in the box (default: 8)")
+    q.add_argument("--title", default=None, help="header text (default: record id, age, sex)")
+    q.add_argument("--batch_size", type=int, default=32, help="windows per forward pass (default: 32)")
+    q.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """(global options, subcommand or None, arguments after it) without interpreting the latter."""
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            return argv[:i], None, argv[i:]
+        if tok in _GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if tok.startswith("-"):
+            i += 1
+            continue
+        return argv[:i], tok, argv[i + 1:]
+    return argv, None, []
+
+
+_BLAS_LIMIT = None  # keeps the threadpoolctl limit alive for the life of the process
+
+
+def _limit_threads(num_threads: int | None) -> None:
+    """Apply the thread limits at run time too (see the note at the top of this module)."""
+    global _BLAS_LIMIT
+    if not (_USER_SET_THREADS["OPENBLAS_NUM_THREADS"] or _USER_SET_THREADS["MKL_NUM_THREADS"]):
+        try:
+            from threadpoolctl import threadpool_limits
+
+            _BLAS_LIMIT = threadpool_limits(limits=1, user_api="blas")
+        except Exception:  # noqa: BLE001 - threadpoolctl missing or no BLAS found: nothing to limit
+            pass
+    import torch
+
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    elif not _USER_SET_THREADS["OMP_NUM_THREADS"]:
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+
+
+def _setup(args) -> None:
+    level = getattr(logging, str(args.log_level).upper(), logging.WARNING)
+    logging.basicConfig(level=level, format="ecgnat: %(levelname)s: %(message)s")
+    if args.num_threads is not None and args.num_threads < 1:
+        raise UsageError(f"--num_threads must be >= 1, got {args.num_threads}")
+    _limit_threads(args.num_threads)
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+
+
+def _parse_leads(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from .feature_extraction_ecgnat import ECGLeadNameError, normalize_lead_name
+
+    names = [x.strip() for x in text.replace(";", ",").split(",") if x.strip()]
+    if not names:
+        raise UsageError(f"--lead_names {text!r} names no lead")
+    for n in names:
+        try:
+            normalize_lead_name(n)
+        except ECGLeadNameError as exc:
+            raise UsageError(f"--lead_names: {exc}") from None
+    return names
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise UsageError(f"{name} must be >= 1, got {value}")
+
+
+def _record_exists(p: Path) -> bool:
+    return p.exists() or any(p.with_name(p.name + ext).exists() for ext in (".hea", ".mat"))
+
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {name!r}: {exc}") from None
+
+
+def _load(model_path: str, device):
+    from .inference import load_model_and_feature_extractor
+
+    _quiet_transformers()
+    if Path(model_path).exists() and not Path(model_path).is_dir():
+        raise UsageError(f"--model {model_path}: not a checkpoint directory")
+    # anything else: a checkpoint directory, or a hub id found in the local cache (HF_HUB_OFFLINE=1 works)
+    try:
+        return load_model_and_feature_extractor(model_path, device=device)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot load the checkpoint {model_path!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------- commands
+def _run_recipe(command: str, rest: list[str]) -> int:
+    module_name, _ = RECIPES[command]
+    full = f"ecgnat_hf.recipes.{module_name}"
+    try:
+        module = importlib.import_module(full)
+    except ModuleNotFoundError as exc:
+        if exc.name in (full, "ecgnat_hf.recipes"):
+            print(f"{PROG} {command}: the recipe module {full} is not available in this installation "
+                  f"({exc}); reinstall ecgnat-hf", file=sys.stderr)
+            return 1
+        raise
+    main_fn = module.main
+    kwargs = {}
+    try:  # recipes show the command that produced a checkpoint on its model card: give them ours
+        if "command" in inspect.signature(main_fn).parameters:
+            kwargs["command"] = shlex.join([PROG, command, *rest])
+    except (TypeError, ValueError):
+        pass
+    saved_argv0 = sys.argv[0] if sys.argv else None
+    try:
+        if sys.argv:  # argparse in the recipe names itself after argv[0]: "usage: ecgnat finetune ..."
+            sys.argv[0] = f"{PROG} {command}"
+        result = main_fn(list(rest), **kwargs)
+    except ValueError as exc:
+        from .data.errors import ECGDataError
+
+        if isinstance(exc, ECGDataError) or logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        # recipes reject bad arguments / configs with ValueError: a message, not a traceback
+        print(f"{PROG} {command}: error: {exc}\n(run `{PROG} --log_level debug {command} ...` for the "
+              "traceback)", file=sys.stderr)
+        return 2
+    finally:
+        if saved_argv0 is not None:
+            sys.argv[0] = saved_argv0
+    # a recipe may return an exit code, or anything else (metrics, None) on success
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def _cmd_predict(args) -> int:
+    from .inference import collect_record_paths, predict_records
+
+    _check_positive("--batch_size", args.batch_size)
+    leads = _parse_leads(args.lead_names)
+    missing = [x for x in args.inputs if not _record_exists(Path(x))]
+    if missing:
+        raise UsageError(f"no such record or folder: {', '.join(missing)}")
+    records = collect_record_paths(args.inputs)
+    if not records:
+        raise UsageError(f"no ECG records (.hea or .mat files) found in {', '.join(args.inputs)}")
+    output = Path(args.output)
+    if output.suffix.lower() != ".csv" and output.is_dir():
+        raise UsageError(f"--output {output} is a folder; give a .csv file name")
+    errors_csv = Path(args.errors_csv) if args.errors_csv else output.with_name(output.stem + ".errors.csv")
+    device = _device(args.device)
+    model, fe = _load(args.model, device)
+    df = predict_records(
+        model, records, feature_extractor=fe, batch_size=args.batch_size, lead_names=leads,
+        aggregate=args.aggregate, progress=not args.no_progress, output_csv=output, errors_csv=errors_csv,
+        resume=args.resume, strict=args.strict,
+    )
+    errors = df.attrs.get("errors", [])
+    print(f"wrote {len(df)} record(s) to {output}")
+    if errors:
+        print(f"{PROG} predict: {len(errors)} record(s) could not be used (listed in {errors_csv}):", file=sys.stderr)
+        for e in errors[:10]:
+            print(f"  {e['path']}: {e['error']}: {e['problem']}", file=sys.stderr)
+        if len(errors) > 10:
+            print(f"  ... and {len(errors) - 10} more", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    import numpy as np
+
+    from .data.records import read_record
+    from .feature_extraction_ecgnat import LEAD_ALIASES, _squash
+    from .training.plots import plot_ecg_12lead, plot_lead_fusion
+
+    _check_positive("--top_k", args.top_k)
+    _check_positive("--batch_size", args.batch_size)
+    leads = _parse_leads(args.lead_names)
+    rec_path = Path(args.record)
+    if rec_path.suffix.lower() in (".hea", ".dat"):
+        rec_path = rec_path.with_suffix("")
+    if not _record_exists(rec_path):
+        raise UsageError(f"no such record: {args.record}")
+    if args.fusion_output and not args.model:
+        raise UsageError("--fusion_output needs --model (the weights come from the model)")
+    model = fe = None
+    if args.model:
+        model, fe = _load(args.model, _device(args.device))
+
+    record = read_record(rec_path)  # ECGDataError -> exit 1 in main()
+    if args.start_s < 0 or args.start_s >= record.duration_s:
+        raise UsageError(f"--start_s {args.start_s:g} is outside the record ({record.duration_s:.1f} s)")
+    output = Path(args.output) if args.output else Path(f"{record.record_id}_ecg.png")
+
+    # the printout shows every standard lead of the record (first of any duplicates)
+    rows, names, seen = [], [], set()
+    for i, n in enumerate(record.lead_names):
+        c = LEAD_ALIASES.get(_squash(n))
+        if c is not None and c not in seen:
+            seen.add(c)
+            rows.append(i)
+            names.append(c)
+    if not rows and leads is not None and len(leads) == record.n_leads:  # override of unnamed channels
+        rows, names = list(range(record.n_leads)), [LEAD_ALIASES[_squash(n)] for n in leads]
+    if not rows:
+        from .data.errors import LeadNameError
+
+        raise LeadNameError(record.path, f"no standard ECG lead among {', '.join(record.lead_names)} to plot; "
+                            "pass --lead_names to name the channels")
+    meta = record.metadata or {}
+    title = args.title
+    if title is None:
+        parts = [record.record_id]
+        if meta.get("age") is not None:
+            parts.append(f"age {meta['age']:g}")
+        if meta.get("sex"):
+            parts.append(str(meta["sex"]))
+        title = ", ".join(parts)
+
+    prediction = None
+    if model is not None:
+        from .data.errors import ECGDataError
+        from .inference import _as_data_error, scores_to_probabilities, select_leads, window_outputs
+
+        try:
+            signal, used, _ = select_leads(record, leads, fe.lead_names)
+            feats = fe(signal, sampling_rate=record.sampling_rate, lead_names=used)
+        except ECGDataError:
+            raise
+        except ValueError as exc:
+            raise _as_data_error(exc, record.path) from exc
+        logits, weights = window_outputs(model, feats, batch_size=args.batch_size, output_lead_weights=True)
+        probs = scores_to_probabilities(logits, model.config).mean(axis=0)
+        id2label = model.config.id2label
+        labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(len(probs))]
+        prediction = dict(sorted(zip(labels, map(float, probs)), key=lambda kv: -kv[1])[: args.top_k])
+        notes = []
+        if len(logits) > 1:
+            notes.append(f"predictions: mean over {len(logits)} windows of {fe.window_s:g} s")
+        if leads is not None:
+            notes.append(f"model input: {', '.join(LEAD_ALIASES[_squash(u)] for u in used)}")
+        if notes:
+            title += "  (" + "; ".join(notes) + ")"
+
+    plot_ecg_12lead(record.signal[rows], record.sampling_rate, names, title=title, prediction=prediction,
+                    path=output, start_s=args.start_s, max_predictions=args.top_k)
+    print(f"wrote {output}")
+
+    if model is not None and not weights:
+        print(f"{PROG} plot: the model returned no lead-fusion weights; no fusion plot written", file=sys.stderr)
+    elif model is not None:
+        present = np.asarray(feats["lead_mask"][0]).astype(bool)
+        per_token = np.concatenate(weights, axis=0)  # (all real stem tokens of all windows, leads)
+        mean = per_token.mean(axis=0)[present]
+        lead_labels = [n for n, keep in zip(fe.lead_names, present) if keep]
+        fusion_out = Path(args.fusion_output) if args.fusion_output else output.with_name(
+            output.stem + "_lead_fusion.png")
+        if getattr(model.config, "lead_fusion", "attention") == "mean":
+            note = " (lead_fusion='mean': fixed equal weights)"
+        else:
+            note = ""
+        plot_lead_fusion(
+            mean, lead_labels, fusion_out,
+            title=f"Lead-fusion attention, {record.record_id}: mean over {per_token.shape[0]} tokens"
+            f" of {len(weights)} window(s){note}",
+        )
+        print(f"wrote {fusion_out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ecgnat`` console script; returns the exit code (also when called in-process)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    global_args, command, rest = _split_global(argv)
+    try:
+        if command in RECIPES:
+            args = parser.parse_args(global_args)
+            _setup(args)
+            return _run_recipe(command, rest)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        _setup(args)
+        if args.command == "predict":
+            return _cmd_predict(args)
+        if args.command == "plot":
+            return _cmd_plot(args)
+        parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse catches it first
+    except UsageError as exc:
+        sub = f" {command}" if command else ""
+        print(f"usage: {PROG}{sub} ...\n{PROG}{sub}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # argparse (here or in a recipe): --help, --version, usage errors
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (results written so far are kept)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # typed data errors name the record and the problem
+        from .data.errors import ECGDataError
+        from .feature_extraction_ecgnat import ECGInputError
+
+        if isinstance(exc, (ECGDataError, ECGInputError)):
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
