@@ -1,0 +1,223 @@
+"""Fine-tune ECG-NAT (or the ResNet1d baseline) for ECG classification with ``transformers.Trainer``.
+
+From a pretraining checkpoint (``--model_name_or_path``: the encoder is kept, a new head is added) or
+from scratch (``--preset tiny``), single- or multi-label, on PTB-XL tasks, the bundled sample, the
+PhysioNet Challenge data or your own folder. Loss: cross-entropy / BCE plus the supervised-contrastive
+term (``--supcon_weight``). Evaluates with the package metrics (macro AUROC, AUPRC, F1, per-class
+AUROC), keeps the best checkpoint by ``--metric_for_best_model`` (default ``macro_auroc``), evaluates
+the validation *and* test splits, optionally per lead subset, and writes a hub-ready folder (model,
+preprocessor, remote code, model card, ``eval_results.json``, ``run_arguments.json``)::
+
+    python recipes/finetune.py recipes/configs/tiny_sample_finetune.yaml
+    python recipes/finetune.py --dataset ptbxl --data_dir /data/ptb-xl --task superdiagnostic \\
+        --model_name_or_path runs/pretrain --output_dir runs/finetune --num_train_epochs 30
+    torchrun --nproc_per_node 4 recipes/finetune.py recipes/configs/base_ptbxl_finetune.yaml
+
+``--resume_from_checkpoint true`` (or a ``checkpoint-N`` path) continues an interrupted run;
+``--push_to_hub --hub_model_id org/name`` uploads the final folder.
+
+Python: ``main(args: list[str] | None = None, command: str | None = None) -> dict`` (see :func:`main`).
+"""
+from __future__ import annotations
+
+# On 2-core machines BLAS threads started by numpy/scipy/sklearn fight torch's threads (5-10x slower
+# epochs): pin them before numpy is imported (the recipes' _common module also limits pools at run time).
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+from . import _common as C  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main", "train_classifier", "evaluate_splits", "FINETUNE_DEFAULTS"]
+
+FINETUNE_DEFAULTS = {
+    **C.COMMON_TRAINING_DEFAULTS,
+    "num_train_epochs": 10,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "macro_auroc",
+    "greater_is_better": True,
+}
+
+
+def _parse(args):
+    from transformers import TrainingArguments
+
+    from ..training.arguments import DataArguments, EvaluationArguments, ModelArguments, parse_recipe_args
+
+    defaults = dict(FINETUNE_DEFAULTS)
+    defaults["lead_subsets"] = ""  # per-lead-subset evaluation is opt-in here (the evaluate recipe does all)
+    return parse_recipe_args((ModelArguments, DataArguments, TrainingArguments, EvaluationArguments), args, defaults)
+
+
+def evaluate_splits(trainer, prepared, splits=("validation", "test"), keep_leads=None) -> tuple[dict, dict]:
+    """Metrics per split (tidy, nested per-class AUROC) and raw (probabilities, labels) per split."""
+    import numpy as np
+
+    from ..metrics.functional import sigmoid, softmax
+    from ..training.data import ECGDataCollator
+
+    old = trainer.data_collator
+    trainer.data_collator = ECGDataCollator(prepared.problem_type, keep_leads=keep_leads)
+    results, raw = {}, {}
+    try:
+        for s in splits:
+            if s not in prepared.splits or len(prepared.splits[s]) == 0:
+                continue
+            prefix = "eval" if s == "validation" else s
+            out = trainer.predict(prepared.splits[s], metric_key_prefix=prefix)
+            results[s] = C.tidy_metrics(out.metrics, prefix)
+            results[s].pop("n_skipped_classes", None)  # counts stay out of the card's model-index
+            logits = np.asarray(C.first_logits(out.predictions), dtype=np.float64)
+            probs = softmax(logits) if prepared.problem_type == "single_label_classification" else sigmoid(logits)
+            raw[s] = (probs, np.asarray(out.label_ids))
+    finally:
+        trainer.data_collator = old
+    return results, raw
+
+
+def train_classifier(model_args, data_args, training_args, eval_args=None, *, command: str = "finetune",
+                     prepared=None, save: bool = True, feature_extractor=None,
+                     callbacks=None) -> tuple[dict, Any]:
+    """Fine-tune and evaluate; returns ``(results, trainer)``.
+
+    ``prepared`` (a :class:`~ecgnat_hf.training.data.PreparedData`) and ``feature_extractor``: reuse data
+    already prepared with that extractor (the label-efficiency sweep passes both, so records are read and
+    preprocessed once). ``callbacks``: extra ``TrainerCallback`` objects. ``save=False`` skips the hub-ready folder (Trainer checkpoints are still written).
+    ``results["raw_predictions"]``: ``{split: (probabilities, labels)}``."""
+    import torch
+    from transformers import Trainer, set_seed
+
+    from ..metrics import make_compute_metrics
+    from ..training.arguments import arguments_to_dict, parse_lead_subset
+    from ..training.data import ECGDataCollator, lead_subset_mask, prepare_classification_data
+    from ..training.hub import push_to_hub, save_hub_ready
+
+    C.setup_runtime(model_args)
+    push, hub_model_id, hub_token = training_args.push_to_hub, training_args.hub_model_id, training_args.hub_token
+    training_args.push_to_hub = False  # we upload the final hub-ready folder ourselves (see training.hub)
+    if push and not hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id org/name")
+
+    fe = feature_extractor
+    if fe is None:
+        fe = C.load_feature_extractor(model_args, data_args, C.model_sampling_rate(model_args, data_args))
+    if prepared is None:
+        with training_args.main_process_first(desc="dataset preparation"):
+            prepared = prepare_classification_data(data_args, fe)
+    if "train" not in prepared.splits:
+        raise ValueError(f"{prepared.dataset_name}: no training split")
+    set_seed(training_args.seed)
+    model = C.build_classifier(model_args, prepared)
+    if "validation" not in prepared.splits:
+        logger.warning("no validation split: evaluation during training and best-checkpoint selection are off")
+        training_args.eval_strategy = "no"
+        training_args.load_best_model_at_end = False
+    subset = parse_lead_subset(data_args.leads)
+    keep = lead_subset_mask(fe.lead_names, subset[1]) if subset else None
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=prepared.splits["train"],
+        eval_dataset=prepared.splits.get("validation"),
+        data_collator=ECGDataCollator(prepared.problem_type, keep_leads=keep),
+        processing_class=fe,
+        compute_metrics=make_compute_metrics(prepared.problem_type, prepared.label_names),
+        preprocess_logits_for_metrics=C.first_logits,
+        callbacks=callbacks,
+    )
+    train_out = trainer.train(resume_from_checkpoint=C.resolve_resume(training_args.resume_from_checkpoint))
+    eval_results, raw = evaluate_splits(trainer, prepared, keep_leads=keep)
+    lead_results = {}
+    subsets = [s for s in (eval_args.lead_subsets.split(";") if eval_args and eval_args.lead_subsets else []) if s.strip()]
+    for name in subsets:
+        sname, leads = parse_lead_subset(name)
+        res, _ = evaluate_splits(trainer, prepared, splits=("test",), keep_leads=lead_subset_mask(fe.lead_names, leads))
+        if "test" in res:
+            lead_results[sname] = res["test"]
+
+    results: dict[str, Any] = {
+        "output_dir": str(Path(training_args.output_dir).resolve()),
+        "eval_results": eval_results,
+        "train_metrics": C.tidy_metrics(train_out.metrics, "train") | {"train_loss": train_out.metrics.get("train_loss")},
+        "global_step": int(trainer.state.global_step),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "n_train": int(len(prepared.splits["train"])),
+        "n_examples": {s: int(len(d)) for s, d in prepared.splits.items()},
+        "label_names": list(prepared.label_names),
+        "parameters": C.count_parameters(model),
+        "lead_subsets": lead_results,
+        "raw_predictions": raw,
+    }
+    if save and trainer.is_world_process_zero():
+        out_dir = Path(training_args.output_dir)
+        task = data_args.task if data_args.dataset in ("sample", "ptbxl") else prepared.dataset_name
+        mtype = "ECG-NAT" if model_args.model_type == "ecgnat" else "ResNet1d baseline"
+        sections = {}
+        if lead_results:
+            sections["Results per lead subset (test split, one checkpoint)"] = lead_subset_markdown(lead_results)
+        card = dict(
+            kind="finetuned",
+            model_name=hub_model_id or out_dir.resolve().name,
+            repo_id=hub_model_id,
+            task_name=f"{prepared.dataset_name}: {task} ({prepared.problem_type.replace('_', ' ')})",
+            dataset_name=prepared.dataset_name,
+            command=command,
+            training_args=C.training_summary(model_args, data_args, training_args),
+            label_names=list(prepared.label_names),
+            base_model=model_args.model_name_or_path if model_args.model_name_or_path and not Path(model_args.model_name_or_path).exists() else None,
+            training_datasets=C.card_datasets(data_args),
+            extra_sections={f"About this run": (
+                f"{mtype} ({results['parameters']['total']:,} parameters, {results['parameters']['trainable']:,} trained), "
+                f"{'initialised from ' + repr(model_args.model_name_or_path) if model_args.model_name_or_path else 'trained from scratch'}; "
+                f"{results['n_train']} training examples (label fraction {data_args.label_fraction:g}); "
+                f"{results['global_step']} optimisation steps; best checkpoint by `{training_args.metric_for_best_model}` "
+                f"on the validation split.")} | sections,
+            tags=["ecg-classification", model_args.model_type],
+        )
+        extra = {"lead_subsets.json": lead_results} if lead_results else {}
+        save_hub_ready(trainer.model, fe, out_dir, eval_results=eval_results, card_kwargs=card,
+                       run_arguments=arguments_to_dict(model_args, data_args, training_args, *( [eval_args] if eval_args else [])),
+                       extra_files=extra)
+        trainer.save_state()
+        if push:
+            results["hub_commit"] = str(push_to_hub(out_dir, hub_model_id, token=hub_token,
+                                                    private=getattr(training_args, "hub_private_repo", None)))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return results, trainer
+
+
+def lead_subset_markdown(lead_results: dict, metrics=("macro_auroc", "macro_auprc", "macro_f1", "accuracy")) -> str:
+    """A Markdown table: one row per lead subset, one column per metric present."""
+    cols = [m for m in metrics if any(m in r for r in lead_results.values())]
+    lines = ["| leads | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, r in lead_results.items():
+        cells = [f"{r[m]:.4f}" if isinstance(r.get(m), (int, float)) else "n/a" for m in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
+    """Run the recipe. ``args``: command-line arguments (``sys.argv[1:]`` when None), optionally starting
+    with a ``.yaml``/``.json`` run config. ``command``: the command line shown on the model card
+    (default: this invocation). Returns ``{"output_dir", "eval_results": {"validation": {...}, "test":
+    {...}}, "train_metrics", "global_step", "best_checkpoint", "n_train", "label_names", "parameters",
+    "lead_subsets"}``."""
+    model_args, data_args, training_args, eval_args = _parse(args)
+    results, _ = train_classifier(model_args, data_args, training_args, eval_args,
+                                  command=C.command_line("finetune", args, command))
+    results.pop("raw_predictions", None)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Label efficiency: fine-tune with fractions of the training labels (stratified, fixed seeds, several
+repeats), from pretrained weights vs from scratch (and optionally the ResNet1d baseline), every arm with
+the same recipe and budget; report the test metric as a table (CSV + Markdown) and a plot (PNG)::
+
+    python recipes/label_efficiency.py --model_name_or_path runs/pretrain --fractions 0.01,0.1,1.0 \\
+        --repeats 3 --include_resnet1d --output_dir runs/label_efficiency --num_train_epochs 10
+
+Runs call :func:`ecgnat_hf.recipes.finetune.train_classifier` in-process (no subprocesses): records are
+read and preprocessed once. Repeat ``r`` uses seed ``--seed + r`` for both the label subsample
+(:func:`ecgnat_hf.training.data.stratified_subset`) and the model initialisation; at fraction 1.0
+repeats differ by initialisation only. Arms: ``ecgnat-pretrained`` (needs ``--pretrained_model`` or
+``--model_name_or_path``), ``ecgnat-scratch`` (``--preset``), ``resnet1d``.
+
+Outputs in ``--output_dir``: ``label_efficiency_runs.csv`` (one row per run), ``label_efficiency.csv``
+(mean/std per arm and fraction), ``label_efficiency.md``, ``label_efficiency.png``, ``label_efficiency.json``.
+
+Python: ``main(args: list[str] | None = None, command: str | None = None) -> dict``.
+"""
+from __future__ import annotations
+
+# On 2-core machines BLAS threads started by numpy/scipy/sklearn fight torch's threads (5-10x slower
+# epochs): pin them before numpy is imported (the recipes' _common module also limits pools at run time).
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import copy  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+from . import _common as C  # noqa: E402
+from .finetune import FINETUNE_DEFAULTS, train_classifier  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main", "run_label_efficiency", "summarize"]
+
+
+def summarize(rows: list[dict], metric: str) -> list[dict]:
+    """Mean / std (population, over repeats) of ``metric`` per (model, fraction), in first-seen order."""
+    import numpy as np
+
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["fraction"]), [])
+        if r.get(metric) is not None:
+            groups[(r["model"], r["fraction"])].append(float(r[metric]))
+    out = []
+    for (model, frac), vals in groups.items():
+        n_train = [r["n_train"] for r in rows if r["model"] == model and r["fraction"] == frac]
+        out.append({"model": model, "fraction": frac, "n_train": int(round(sum(n_train) / max(1, len(n_train)))),
+                    "repeats": len(vals), "mean": float(np.mean(vals)) if vals else None,
+                    "std": float(np.std(vals)) if vals else None, "metric": metric})
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _markdown(summary: list[dict], metric: str, command: str) -> str:
+    fracs = sorted({s["fraction"] for s in summary})
+    models = list(dict.fromkeys(s["model"] for s in summary))
+    cell = {(s["model"], s["fraction"]): s for s in summary}
+    lines = [f"Test {metric} (mean ± std over repeats; training examples in brackets).", "",
+             "| model | " + " | ".join(f"{100 * f:g}% labels" for f in fracs) + " |", "|---|" + "---|" * len(fracs)]
+    for m in models:
+        cells = []
+        for f in fracs:
+            s = cell.get((m, f))
+            cells.append("n/a" if not s or s["mean"] is None else f"{s['mean']:.4f} ± {s['std']:.4f} ({s['n_train']})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", f"Command: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def run_label_efficiency(model_args, data_args, training_args, eval_args, le_args, command: str) -> dict:
+    """The sweep; see the module docstring. Returns ``{"rows", "summary", "files", "metric"}``."""
+    from ..training.arguments import parse_float_list
+    from ..training.data import prepare_classification_data
+
+    C.setup_runtime(model_args)
+    fractions = parse_float_list(le_args.fractions)
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"--fractions must be values in (0, 1], got {le_args.fractions!r}")
+    pretrained = le_args.pretrained_model or model_args.model_name_or_path
+    arms = []
+    if pretrained:
+        arms.append(("ecgnat-pretrained", dict(model_type="ecgnat", model_name_or_path=pretrained)))
+    if le_args.include_scratch:
+        arms.append((f"ecgnat-{model_args.preset}-scratch", dict(model_type="ecgnat", model_name_or_path=None)))
+    if le_args.include_resnet1d:
+        arms.append(("resnet1d", dict(model_type="resnet1d", model_name_or_path=None)))
+    if not arms:
+        raise ValueError("no arm to run: give --pretrained_model / --model_name_or_path, or keep --include_scratch")
+
+    # one feature extractor (the pretrained checkpoint's when there is one) for every arm: same inputs
+    first = copy.copy(model_args)
+    first.model_name_or_path = pretrained
+    rate = C.model_sampling_rate(first, data_args)
+    fe = C.load_feature_extractor(first, data_args, rate)
+    out_dir = Path(training_args.output_dir)
+    rows: list[dict[str, Any]] = []
+    for fraction in fractions:
+        for rep in range(le_args.repeats):
+            seed = training_args.seed + rep
+            d_args = copy.copy(data_args)
+            d_args.label_fraction = float(fraction)
+            d_args.label_fraction_seed = seed
+            with training_args.main_process_first(desc="dataset preparation"):
+                prepared = prepare_classification_data(d_args, fe)
+            for arm, over in arms:
+                m_args = copy.copy(model_args)
+                for k, v in over.items():
+                    setattr(m_args, k, v)
+                run_dir = out_dir / "runs" / f"{arm}-frac{fraction:g}-rep{rep}"
+                t_args = copy.deepcopy(training_args)
+                t_args.output_dir = str(run_dir)
+                t_args.seed = seed
+                t_args.push_to_hub = False
+                t0 = time.perf_counter()
+                res, trainer = train_classifier(m_args, d_args, t_args, eval_args, command=command, prepared=prepared,
+                                                save=le_args.save_models, feature_extractor=fe)
+                test = res["eval_results"].get("test", {})
+                val = res["eval_results"].get("validation", {})
+                rows.append({"model": arm, "fraction": float(fraction), "repeat": rep, "seed": seed,
+                             "n_train": res["n_train"], "steps": res["global_step"],
+                             le_args.metric: test.get(le_args.metric), f"validation_{le_args.metric}": val.get(le_args.metric),
+                             "seconds": round(time.perf_counter() - t0, 1)})
+                logger.info("label efficiency: %s", rows[-1])
+                del trainer
+                if not le_args.save_models and trainer_is_main(training_args):
+                    shutil.rmtree(run_dir, ignore_errors=True)
+    summary = summarize(rows, le_args.metric)
+    files = {}
+    if trainer_is_main(training_args):
+        from ..training.plots import plot_label_efficiency
+
+        files["runs_csv"] = str(C.write_text(_csv(rows), out_dir / "label_efficiency_runs.csv"))
+        files["csv"] = str(C.write_text(_csv(summary), out_dir / "label_efficiency.csv"))
+        files["markdown"] = str(C.write_text(_markdown(summary, le_args.metric, command), out_dir / "label_efficiency.md"))
+        plot_rows = [s for s in summary if s["mean"] is not None]
+        if plot_rows:
+            import matplotlib.pyplot as plt
+
+            fig = plot_label_efficiency(plot_rows, f"test {le_args.metric.replace('_', ' ')}", out_dir / "label_efficiency.png")
+            plt.close(fig)
+            files["plot"] = str(out_dir / "label_efficiency.png")
+        C.write_json({"metric": le_args.metric, "command": command, "rows": rows, "summary": summary},
+                     out_dir / "label_efficiency.json")
+        files["json"] = str(out_dir / "label_efficiency.json")
+    return {"rows": rows, "summary": summary, "files": files, "metric": le_args.metric,
+            "output_dir": str(out_dir.resolve())}
+
+
+def trainer_is_main(training_args) -> bool:
+    return training_args.process_index == 0
+
+
+def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
+    """Run the sweep. Returns ``{"rows": [per run], "summary": [per arm and fraction: mean, std],
+    "files": {"csv", "runs_csv", "markdown", "plot", "json"}, "metric", "output_dir"}``."""
+    from transformers import TrainingArguments
+
+    from ..training.arguments import (DataArguments, EvaluationArguments, LabelEfficiencyArguments, ModelArguments,
+                                      parse_recipe_args)
+
+    defaults = dict(FINETUNE_DEFAULTS, lead_subsets="")
+    model_args, data_args, training_args, eval_args, le_args = parse_recipe_args(
+        (ModelArguments, DataArguments, TrainingArguments, EvaluationArguments, LabelEfficiencyArguments), args, defaults)
+    return run_label_efficiency(model_args, data_args, training_args, eval_args, le_args,
+                                C.command_line("label_efficiency", args, command))
+
+
+if __name__ == "__main__":
+    main()

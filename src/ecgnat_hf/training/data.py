@@ -1,0 +1,390 @@
+"""Dataset preparation for the recipes: builder splits -> feature extractor -> model columns.
+
+* :func:`make_builder` / :func:`load_splits`: a data-layer builder (PTB-XL, the bundled sample,
+  PhysioNet Challenge, a user's folder) from :class:`~ecgnat_hf.training.arguments.DataArguments`,
+  prepared once in the ``datasets`` cache; splits missing from the source (Challenge has only
+  ``train``, folders may lack one) are drawn from ``train`` with a fixed seed.
+* :func:`prepare_classification_data`: every split through ``ECGNATFeatureExtractor`` with
+  ``datasets.map(batched=True)`` into ``input_values`` (leads, samples) float32, ``lead_mask`` (leads,)
+  and ``labels`` columns in torch format; prepared splits are cached in memory for the process, so the
+  label-efficiency sweep and the demo read and preprocess each record once.
+* :func:`prepare_pretraining_data`: unlabelled windows from several sources for masked pretraining.
+* :func:`stratified_subset`: fixed-seed stratified label-fraction subsample (multi-label aware).
+* :class:`ECGDataCollator`: stacks examples, casts labels for the problem type, optionally hides a
+  lead subset (zeroed signal and ``lead_mask``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PreparedData",
+    "make_builder",
+    "load_splits",
+    "prepare_classification_data",
+    "prepare_pretraining_data",
+    "stratified_subset",
+    "ECGDataCollator",
+    "lead_subset_mask",
+    "clear_cache",
+]
+
+_CACHE: dict[str, Any] = {}
+
+
+def clear_cache() -> None:
+    """Forget the in-memory prepared datasets (they are rebuilt from the ``datasets`` cache on demand)."""
+    _CACHE.clear()
+
+
+@dataclass
+class PreparedData:
+    """Model-ready splits and what describes them."""
+
+    splits: dict  # split name -> datasets.Dataset with input_values, lead_mask, labels (torch format)
+    label_names: list[str]
+    problem_type: str  # "multi_label_classification" or "single_label_classification"
+    dataset_name: str
+    skipped: list = field(default_factory=list)  # SkippedRecord of the builder
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {i: str(n) for i, n in enumerate(self.label_names)}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {str(n): i for i, n in enumerate(self.label_names)}
+
+
+# -------------------------------------------------------------------------------------------- builders
+def _default_folds(data_args) -> tuple[tuple, tuple, tuple]:
+    from .arguments import parse_int_list
+
+    if data_args.dataset == "sample":  # the bundled subset has folds 1-9: 1-7 train, 8 validation, 9 test
+        d = ((1, 2, 3, 4, 5, 6, 7), (8,), (9,))
+    else:
+        d = ((1, 2, 3, 4, 5, 6, 7, 8), (9,), (10,))
+    return (
+        parse_int_list(data_args.train_folds) or d[0],
+        parse_int_list(data_args.validation_folds) or d[1],
+        parse_int_list(data_args.test_folds) or d[2],
+    )
+
+
+def make_builder(kind: str, data_dir: str | None, data_args, model_rate: float, labelled: bool = True):
+    """A data-layer builder for ``kind`` (sample, ptbxl, challenge, folder) and its dataset name."""
+    from ..data.builders import PTBXL, ECGFolder, PhysioNetChallenge
+
+    common = dict(cache_dir=data_args.cache_dir)
+    if data_args.max_records:
+        common["max_records"] = int(data_args.max_records)
+    if kind in ("sample", "ptbxl"):
+        if kind == "sample":
+            from ..sample_data import sample_dir
+
+            data_dir = str(sample_dir())
+            rate = 100
+        else:
+            rate = int(data_args.sampling_rate or (100 if model_rate <= 100 else 500))
+        train, val, test = _default_folds(data_args)
+        b = PTBXL(config_name=data_args.task, data_dir=str(data_dir), sampling_rate=rate,
+                  train_folds=train, validation_folds=val, test_folds=test, **common)
+        return b, ("PTB-XL (bundled sample)" if kind == "sample" else "PTB-XL")
+    if kind == "challenge":
+        kw = dict(common)
+        if data_args.challenge_sources:
+            kw["sources"] = tuple(s.strip() for s in data_args.challenge_sources.split(",") if s.strip())
+        return PhysioNetChallenge(data_dir=str(data_dir), **kw), "PhysioNet/CinC Challenge 2021"
+    if kind == "folder":
+        kw = dict(common, validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
+                  seed=data_args.split_seed, label_type=data_args.label_type)
+        if labelled and data_args.labels_csv:
+            kw["labels_file"] = str(data_args.labels_csv)
+        return ECGFolder(data_dir=str(data_dir), **kw), "ECG folder"
+    raise ValueError(f"unknown dataset kind {kind!r}")
+
+
+def load_splits(builder, data_args) -> "datasets.DatasetDict":  # noqa: F821
+    """Prepare the builder (cached by ``datasets``) and return train/validation/test, drawing missing
+    validation/test splits from train with ``split_seed`` (records, not windows, are split)."""
+    import datasets
+
+    builder.download_and_prepare()
+    dd = builder.as_dataset()
+    dd = datasets.DatasetDict(dict(dd))
+    if "train" in dd and "test" not in dd and data_args.test_fraction > 0 and len(dd["train"]) >= 10:
+        parts = dd["train"].train_test_split(test_size=data_args.test_fraction, seed=data_args.split_seed)
+        dd["train"], dd["test"] = parts["train"], parts["test"]
+    if "train" in dd and "validation" not in dd and data_args.validation_fraction > 0 and len(dd["train"]) >= 10:
+        parts = dd["train"].train_test_split(test_size=data_args.validation_fraction, seed=data_args.split_seed + 1)
+        dd["train"], dd["validation"] = parts["train"], parts["validation"]
+    return dd
+
+
+# ------------------------------------------------------------------------------------- preprocessing
+def _fe_key(feature_extractor) -> str:
+    d = feature_extractor.to_dict()
+    d.pop("auto_map", None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _cache_key(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str):
+    """Map a builder split to input_values / lead_mask (/ labels). ``mode``: 'crop' keeps one example per
+    record (first window, short records padded); 'window' cuts long records into several windows."""
+    import datasets
+
+    n_leads = len(feature_extractor.lead_names)
+    T = feature_extractor.window_length
+    feats = {
+        "input_values": datasets.Array2D(shape=(n_leads, T), dtype="float32"),
+        "lead_mask": datasets.List(datasets.Value("int8"), length=n_leads),
+    }
+    if keep_labels:
+        feats["labels"] = ds.features["labels"]
+
+    def fn(batch):
+        out = feature_extractor(
+            list(batch["signal"]),
+            sampling_rate=[float(r) for r in batch["sampling_rate"]],
+            lead_names=[list(n) for n in batch["lead_names"]],
+            mode=mode,
+            ignore_unknown_leads=True,
+            return_attention_mask=False,
+        )
+        res = {"input_values": out["input_values"], "lead_mask": out["lead_mask"].astype(np.int8)}
+        if keep_labels:
+            res["labels"] = [batch["labels"][i] for i in out["record_index"]]
+        return res
+
+    src = ds.with_format("numpy", columns=["signal", "sampling_rate", "lead_names"] + (["labels"] if keep_labels else []))
+    mapped = src.map(fn, batched=True, batch_size=64, remove_columns=ds.column_names,
+                     features=datasets.Features(feats), keep_in_memory=True, desc=desc)
+    return mapped
+
+
+def prepare_classification_data(data_args, feature_extractor, splits: Sequence[str] = ("train", "validation", "test"),
+                                apply_limits: bool = True) -> PreparedData:
+    """Labelled, model-ready splits for fine-tuning / evaluation (see module docstring).
+
+    ``label_fraction`` (stratified, ``label_fraction_seed``) and ``max_*_samples`` are applied here when
+    ``apply_limits``; the preprocessed full splits are cached in memory for the process.
+    """
+    kind = data_args.dataset
+    base_key = _cache_key("cls", kind, data_args.data_dir, data_args.task, data_args.sampling_rate,
+                          data_args.train_folds, data_args.validation_folds, data_args.test_folds,
+                          data_args.labels_csv, data_args.label_type, data_args.challenge_sources,
+                          data_args.validation_fraction, data_args.test_fraction, data_args.split_seed,
+                          data_args.max_records, data_args.window_s, data_args.cache_dir, _fe_key(feature_extractor))
+    if base_key not in _CACHE:
+        builder, name = make_builder(kind, data_args.data_dir, data_args, feature_extractor.sampling_rate)
+        dd = load_splits(builder, data_args)
+        if "labels" not in dd["train"].column_names:
+            raise ValueError(f"{name} at {data_args.data_dir}: no labels (pass --labels_csv for a folder)")
+        label_names = [str(n) for n in builder.label_names]
+        single = data_args.dataset == "folder" and data_args.label_type == "single_label"
+        full = {s: _featurize(dd[s], feature_extractor, "crop", True, f"preprocessing {s}") for s in dd}
+        for s in full:
+            full[s] = full[s].with_format("torch")
+        _CACHE[base_key] = PreparedData(
+            splits=full, label_names=label_names,
+            problem_type="single_label_classification" if single else "multi_label_classification",
+            dataset_name=name, skipped=list(getattr(builder, "skipped", [])),
+        )
+        if builder.skipped:
+            logger.warning("%s: %d record(s) skipped (first: %s)", name, len(builder.skipped), builder.skipped[0])
+    cached: PreparedData = _CACHE[base_key]
+    out = {}
+    for s in splits:
+        if s not in cached.splits:
+            logger.warning("split %r not available for %s; available: %s", s, cached.dataset_name, list(cached.splits))
+            continue
+        ds = cached.splits[s]
+        if apply_limits:
+            if s == "train" and data_args.label_fraction < 1.0:
+                y = np.asarray(ds.with_format("numpy")["labels"])
+                idx = stratified_subset(y, data_args.label_fraction, data_args.label_fraction_seed)
+                ds = ds.select(idx)
+            limit = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+                     "test": data_args.max_test_samples}.get(s)
+            if limit is not None and len(ds) > limit:
+                ds = ds.select(range(int(limit)))
+        out[s] = ds
+    return replace(cached, splits=out)
+
+
+def prepare_pretraining_data(data_args, feature_extractor, eval_fraction: float = 0.05):
+    """Unlabelled windows for masked pretraining from ``--dataset`` plus ``--extra_sources``.
+
+    The main source gives ``train`` (and its ``validation`` split, if any, for the evaluation loss;
+    its test split is never used, so a later fine-tune's test fold stays unseen); each extra source adds
+    all its records. Returns ``(DatasetDict(train, validation), source_names)`` with torch-format
+    ``input_values`` and ``lead_mask``.
+    """
+    import datasets
+
+    mode = "window" if data_args.pretrain_windows else "crop"
+    sources = [(data_args.dataset, data_args.data_dir)]
+    for item in data_args.extra_sources:
+        kind, _, path = item.partition(":")
+        sources.append((kind.lower(), path or None))
+    key = _cache_key("pre", sources, data_args.task, data_args.sampling_rate, data_args.train_folds,
+                     data_args.validation_folds, data_args.test_folds, data_args.max_records, mode,
+                     data_args.cache_dir, data_args.split_seed, _fe_key(feature_extractor))
+    if key not in _CACHE:
+        train_parts, val_parts, names = [], [], []
+        for i, (kind, path) in enumerate(sources):
+            builder, name = make_builder(kind, path, data_args, feature_extractor.sampling_rate, labelled=False)
+            builder.download_and_prepare()
+            dd = builder.as_dataset()
+            names.append(name)
+            if i == 0:
+                train_parts.append(_featurize(dd["train"], feature_extractor, mode, False, f"windows {name} train"))
+                if "validation" in dd:
+                    val_parts.append(_featurize(dd["validation"], feature_extractor, "crop", False, f"windows {name} validation"))
+            else:
+                for s in dd:
+                    if kind in ("sample", "ptbxl") and s == "test":
+                        continue
+                    train_parts.append(_featurize(dd[s], feature_extractor, mode, False, f"windows {name} {s}"))
+        train = datasets.concatenate_datasets(train_parts) if len(train_parts) > 1 else train_parts[0]
+        if val_parts:
+            val = datasets.concatenate_datasets(val_parts) if len(val_parts) > 1 else val_parts[0]
+        else:
+            parts = train.train_test_split(test_size=eval_fraction, seed=data_args.split_seed)
+            train, val = parts["train"], parts["test"]
+        _CACHE[key] = (datasets.DatasetDict(train=train.with_format("torch"), validation=val.with_format("torch")), names)
+    dd, names = _CACHE[key]
+    dd = datasets.DatasetDict(dict(dd))
+    if data_args.max_train_samples is not None and len(dd["train"]) > data_args.max_train_samples:
+        dd["train"] = dd["train"].select(range(int(data_args.max_train_samples)))
+    if data_args.max_eval_samples is not None and len(dd["validation"]) > data_args.max_eval_samples:
+        dd["validation"] = dd["validation"].select(range(int(data_args.max_eval_samples)))
+    return dd, names
+
+
+# --------------------------------------------------------------------------------- label fractions
+def stratified_subset(labels, fraction: float, seed: int = 0) -> list[int]:
+    """Indices of a stratified ``fraction`` of the examples, reproducible for a given ``seed``.
+
+    Multi-label (``labels`` (n, classes) multi-hot) uses iterative stratification (Sechidis et al. 2011)
+    with two parts, the subset (``fraction``) and the rest: the rarest remaining class is handled first,
+    each of its examples going to the part that most lacks that class (ties: the part that lacks most
+    examples, then at random). Examples without labels fill the parts by size. Afterwards every class
+    present in the data gets at least one positive in the subset (moved in at random), so per-class
+    AUROC stays defined at 1 % -- the subset may then exceed ``round(fraction * n)`` by at most one
+    example per class. Single-label (``labels`` (n,) class ids) is the one-hot special case. Returned
+    indices are sorted.
+    """
+    y = np.asarray(labels)
+    n = len(y)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction >= 1.0 or n == 0:
+        return list(range(n))
+    if y.ndim == 1:
+        y = np.eye(int(y.max()) + 1)[y.astype(int)]
+    y = (y > 0.5).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    size = np.array([max(1.0, round(fraction * n)), 0.0])
+    size[1] = n - size[0]
+    want_label = np.outer(size / n, y.sum(0)).astype(np.float64)  # (2, classes)
+    want_size = size.astype(np.float64)
+    part = np.full(n, -1)
+    unassigned = np.ones(n, dtype=bool)
+
+    def choose(scores_a, scores_b):
+        best = np.flatnonzero(scores_a == scores_a.max())
+        if len(best) > 1:
+            sb = scores_b[best]
+            best = best[sb == sb.max()]
+        return int(best[rng.integers(len(best))]) if len(best) > 1 else int(best[0])
+
+    while True:
+        counts = y[unassigned].sum(0)
+        present = np.flatnonzero(counts > 0)
+        if len(present) == 0:
+            break
+        rarest = counts[present].min()
+        cands = present[counts[present] == rarest]
+        c = int(cands[rng.integers(len(cands))])
+        rows = np.flatnonzero(unassigned & (y[:, c] == 1))
+        rng.shuffle(rows)
+        for i in rows:
+            k = choose(want_label[:, c], want_size)
+            part[i] = k
+            unassigned[i] = False
+            want_label[k] -= y[i]
+            want_size[k] -= 1
+    rest = np.flatnonzero(unassigned)
+    rng.shuffle(rest)
+    for i in rest:
+        k = choose(want_size, np.zeros(2))
+        part[i] = k
+        want_size[k] -= 1
+    chosen = part == 0
+    for c in np.flatnonzero(y.sum(0) > 0):
+        if not (chosen & (y[:, c] == 1)).any():
+            pool = np.flatnonzero(y[:, c] == 1)
+            chosen[pool[rng.integers(len(pool))]] = True
+    return sorted(int(i) for i in np.flatnonzero(chosen))
+
+
+# -------------------------------------------------------------------------------------------- collator
+def lead_subset_mask(lead_names: Sequence[str], subset: Sequence[str] | None) -> np.ndarray:
+    """Boolean (leads,) mask of ``subset`` within the model's ``lead_names`` (all True for None)."""
+    if subset is None:
+        return np.ones(len(lead_names), dtype=bool)
+    missing = [s for s in subset if s not in lead_names]
+    if missing:
+        raise ValueError(f"lead(s) {missing} are not among the model's leads {list(lead_names)}")
+    return np.asarray([n in subset for n in lead_names], dtype=bool)
+
+
+@dataclass
+class ECGDataCollator:
+    """Batch ``input_values`` (padded to the longest), ``lead_mask`` and ``labels``.
+
+    Args:
+        problem_type: labels become float (multi-label, regression) or long (single-label).
+        keep_leads: optional (leads,) boolean mask; other leads are zeroed in the signal *and* marked
+            absent in ``lead_mask`` (evaluation on a lead subset, or training on one).
+    """
+
+    problem_type: str | None = "multi_label_classification"
+    keep_leads: Any = None
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        xs = [torch.as_tensor(f["input_values"], dtype=torch.float32) for f in features]
+        T = max(x.shape[-1] for x in xs)
+        x = torch.zeros(len(xs), xs[0].shape[0], T)
+        for i, xi in enumerate(xs):
+            x[i, :, : xi.shape[-1]] = xi
+        if "lead_mask" in features[0]:
+            mask = torch.stack([torch.as_tensor(f["lead_mask"]) for f in features]).bool()
+        else:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool)
+        if self.keep_leads is not None:
+            keep = torch.as_tensor(np.asarray(self.keep_leads), dtype=torch.bool)
+            mask = mask & keep[None, :]
+            x = x * keep[None, :, None].to(x.dtype)
+            if not bool(mask.any(1).all()):
+                raise ValueError("an example has none of the kept leads present")
+        batch = {"input_values": x, "lead_mask": mask.long()}
+        if "labels" in features[0]:
+            y = torch.stack([torch.as_tensor(f["labels"]) for f in features])
+            batch["labels"] = y.long() if self.problem_type == "single_label_classification" else y.float()
+        return batch
