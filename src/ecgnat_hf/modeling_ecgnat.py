@@ -199,6 +199,11 @@ class ECGNATStem(nn.Module):
         self.act = ACT2FN[config.hidden_act]
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.lead_embeddings = nn.Parameter(torch.zeros(config.num_leads, dim))
+        # Each lead gets its own projection before the weighted sum: the stem's features are shared across
+        # leads, so a plain convex combination would erase which lead carries which waveform (lead I's upright
+        # QRS and aVR's inverted one would cancel). Projected, leads keep separate subspaces of the fused token.
+        self.lead_projection = nn.Parameter(torch.zeros(config.num_leads, dim, dim))
+        self.lead_projection_bias = nn.Parameter(torch.zeros(config.num_leads, dim))
         self.fusion = config.lead_fusion
         if self.fusion == "attention":
             self.fusion_score = nn.Sequential(nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, 1))
@@ -215,7 +220,8 @@ class ECGNATStem(nn.Module):
             scores = torch.zeros(h.shape[:3], dtype=h.dtype, device=h.device)
         scores = scores.masked_fill(~lead_mask[:, :, None], float("-inf"))
         weights = torch.softmax(scores, dim=1)  # over leads
-        fused = torch.einsum("bnl,bnlc->blc", weights, h)
+        projected = torch.einsum("bnlc,ncd->bnld", h, self.lead_projection) + self.lead_projection_bias[None, :, None]
+        fused = torch.einsum("bnl,bnld->bld", weights, projected)
         return self.fusion_norm(fused), weights.transpose(1, 2)  # (B, L, C), (B, L, leads)
 
 
@@ -357,6 +363,8 @@ class ECGNATPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, ECGNATStem):
             init.trunc_normal_(module.lead_embeddings, std=std)
+            init.trunc_normal_(module.lead_projection, std=module.lead_projection.shape[-1] ** -0.5)
+            init.zeros_(module.lead_projection_bias)
         elif isinstance(module, ECGNATForPreTraining):
             init.trunc_normal_(module.mask_token, std=std)
 
