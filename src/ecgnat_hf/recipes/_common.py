@@ -76,7 +76,10 @@ def resolve_resume(value) -> bool | str | None:
 
 # -------------------------------------------------------------------------------- feature extractor
 def load_feature_extractor(model_args, data_args, model_rate: float | None = None):
-    """The checkpoint's own extractor when it has one, else a new one at the model's rate (crop mode)."""
+    """The checkpoint's own extractor when it has one, else a new one at the model's rate.
+
+    The saved extractor is in window mode, so that users of the checkpoint get long recordings cut into
+    overlapping windows (with ``record_index`` for aggregation); training calls it with an explicit mode."""
     from ..feature_extraction_ecgnat import ECGNATFeatureExtractor
 
     path = model_args.model_name_or_path
@@ -90,7 +93,7 @@ def load_feature_extractor(model_args, data_args, model_rate: float | None = Non
         except (OSError, ValueError) as exc:
             logger.warning("no feature extractor in %s (%s); creating one at the model's rate", path, exc)
     rate = model_rate or 100
-    return ECGNATFeatureExtractor(sampling_rate=rate, window_s=data_args.window_s, mode="crop", scaling="standardize")
+    return ECGNATFeatureExtractor(sampling_rate=rate, window_s=data_args.window_s, mode="window", scaling="standardize")
 
 
 def model_sampling_rate(model_args, data_args) -> float:

@@ -179,8 +179,10 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
                 f"{mtype} ({results['parameters']['total']:,} parameters, {results['parameters']['trainable']:,} trained), "
                 f"{'initialised from ' + repr(model_args.model_name_or_path) if model_args.model_name_or_path else 'trained from scratch'}; "
                 f"{results['n_train']} training examples (label fraction {data_args.label_fraction:g}); "
-                f"{results['global_step']} optimisation steps; best checkpoint by `{training_args.metric_for_best_model}` "
-                f"on the validation split.")} | sections,
+                f"{results['global_step']} optimisation steps; "
+                + (f"best checkpoint by `{training_args.metric_for_best_model}` on the validation split."
+                   if training_args.load_best_model_at_end else "the final weights (no checkpoint selection).")
+            )} | sections,
             tags=["ecg-classification", model_args.model_type],
         )
         extra = {"lead_subsets.json": lead_results} if lead_results else {}

@@ -175,7 +175,7 @@ class DataArguments:
                           "The feature extractor resamples to the model's rate either way."},
     )
     train_folds: str | None = field(default=None, metadata={"help": "PTB-XL folds for training, e.g. '1-8' (sample: '1-7')."})
-    validation_folds: str | None = field(default=None, metadata={"help": "PTB-XL validation folds (default 9; sample: 8)."})
+    validation_folds: str | None = field(default=None, metadata={"help": "PTB-XL validation folds (default 9; sample: 8); 'none' for no validation split."})
     test_folds: str | None = field(default=None, metadata={"help": "PTB-XL test folds (default 10; sample: 9)."})
     labels_csv: str | None = field(default=None, metadata={"help": "folder: labels CSV (see ECGFolder); none -> unlabelled."})
     label_type: str = field(default="multi_label", metadata={"help": "folder: multi_label or single_label."})

@@ -72,10 +72,15 @@ def _default_folds(data_args) -> tuple[tuple, tuple, tuple]:
         d = ((1, 2, 3, 4, 5, 6, 7), (8,), (9,))
     else:
         d = ((1, 2, 3, 4, 5, 6, 7, 8), (9,), (10,))
+    def folds(value, default):
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return ()  # explicitly no such split (e.g. no validation fold: fixed budget, no selection)
+        return parse_int_list(value) or default
+
     return (
-        parse_int_list(data_args.train_folds) or d[0],
-        parse_int_list(data_args.validation_folds) or d[1],
-        parse_int_list(data_args.test_folds) or d[2],
+        folds(data_args.train_folds, d[0]),
+        folds(data_args.validation_folds, d[1]),
+        folds(data_args.test_folds, d[2]),
     )
 
 
@@ -120,12 +125,14 @@ def load_splits(builder, data_args) -> "datasets.DatasetDict":  # noqa: F821
     builder.download_and_prepare()
     dd = builder.as_dataset()
     dd = datasets.DatasetDict(dict(dd))
+    if data_args.dataset in ("sample", "ptbxl"):
+        return dd  # PTB-XL splits are its folds: a split left out (e.g. --validation_folds none) stays out
     if "train" in dd and "test" not in dd and data_args.test_fraction > 0 and len(dd["train"]) >= 10:
         parts = dd["train"].train_test_split(test_size=data_args.test_fraction, seed=data_args.split_seed)
         dd["train"], dd["test"] = parts["train"], parts["test"]
     if "train" in dd and "validation" not in dd and data_args.validation_fraction > 0 and len(dd["train"]) >= 10:
         parts = dd["train"].train_test_split(test_size=data_args.validation_fraction, seed=data_args.split_seed + 1)
-        dd["train"], dd["validation"] = parts["train"], parts["validation"]
+        dd["train"], dd["validation"] = parts["train"], parts["test"]
     return dd
 
 
