@@ -284,3 +284,13 @@ def test_module_works_when_copied_flat(tmp_path):
     q, k, v = _qkv(15)
     out = mod.neighborhood_attention_1d(q, k, v, 5, dilation=2, is_causal=True)
     torch.testing.assert_close(out, reference_na1d(q, k, v, 5, 2, True), atol=1e-10, rtol=0)
+
+
+def test_plan_built_in_inference_mode_can_train_later():
+    """Predict first (inference mode), then train with the same shapes in one process."""
+    q = torch.randn(1, 37, 2, 8)
+    with torch.inference_mode():
+        neighborhood_attention_1d(q, q, q, kernel_size=5, dilation=3)
+    x = q.clone().requires_grad_(True)
+    neighborhood_attention_1d(x, x, x, kernel_size=5, dilation=3).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -215,17 +215,20 @@ def _plan_on(device: torch.device, dtype: torch.dtype, *key):
     cache_key = (device, dtype) + key
     plan = _PLAN_ON_DEVICE.get(cache_key)
     if plan is None:
-        q_idx, kv_idx, allowed, out_idx, n_tiles, W = _block_plan(*key)
-        bias = torch.zeros(allowed.shape, dtype=dtype)
-        bias.masked_fill_(~allowed, float("-inf"))
-        plan = (
-            q_idx.to(device),
-            kv_idx.to(device),
-            bias.to(device),
-            out_idx.to(device),
-            n_tiles,
-            W,
-        )
+        # Cached plans outlive the call: built under torch.inference_mode() they would be inference tensors,
+        # which autograd refuses to save later (predict first, then train, in one process).
+        with torch.inference_mode(False):
+            q_idx, kv_idx, allowed, out_idx, n_tiles, W = _block_plan(*key)
+            bias = torch.zeros(allowed.shape, dtype=dtype)
+            bias.masked_fill_(~allowed, float("-inf"))
+            plan = (
+                q_idx.to(device),
+                kv_idx.to(device),
+                bias.to(device),
+                out_idx.to(device),
+                n_tiles,
+                W,
+            )
         if len(_PLAN_ON_DEVICE) > 64:
             _PLAN_ON_DEVICE.clear()
         _PLAN_ON_DEVICE[cache_key] = plan
