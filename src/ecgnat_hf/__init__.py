@@ -40,6 +40,14 @@ def _register() -> None:
 
 _register()
 
+# The comparison baseline and BEAT-Net register with the Auto classes too, so that their checkpoints load
+# through AutoModelForSequenceClassification like ECG-NAT's.
+from .beats import register_beatnet  # noqa: E402
+from .training.baselines import register_baselines  # noqa: E402
+
+register_baselines()
+register_beatnet()
+
 __all__ = [
     "CANONICAL_LEADS",
     "PRESETS",
