@@ -20,6 +20,12 @@ from typing import Any, Mapping, Sequence  # noqa: E402
 
 logger = logging.getLogger("ecgnat_hf.recipes")
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 #: TrainingArguments defaults of the recipes (used only where the config file / flags do not set them)
 COMMON_TRAINING_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
@@ -32,6 +38,8 @@ COMMON_TRAINING_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.05,
     "warmup_steps": 0.05,
     "lr_scheduler_type": "cosine",
+    # pinned host memory only helps copies to a GPU; on CPU-only machines torch warns at every dataloader
+    "dataloader_pin_memory": _cuda_available(),
 }
 
 _DATASET_CARD_NAMES = {"sample": "PTB-XL", "ptbxl": "PTB-XL", "challenge": "cinc2021"}
