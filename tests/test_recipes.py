@@ -392,3 +392,21 @@ def test_push_to_hub_offline_roundtrip(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "transformers_modules" in proc.stdout
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_finetune_on_challenge_records_draws_validation_and_test(shared_data, tmp_path):
+    """The Challenge data has only a train split: validation and test are drawn from it (records, fixed seed).
+    Regression: drawing the validation split raised KeyError('validation')."""
+    from ecgnat_hf.recipes.finetune import main
+
+    out = tmp_path / "cinc"
+    res = main(["--dataset", "challenge", "--data_dir", str(shared_data / "cinc2021-sample"), "--preset", "tiny",
+                "--output_dir", str(out), "--validation_fraction", "0.2", "--test_fraction", "0.2",
+                "--per_device_train_batch_size", "8", "--logging_steps", "1", "--disable_tqdm", "true",
+                "--use_cpu", "true", *_fast_steps(2)])
+    assert res["global_step"] == 2
+    results = json.loads((out / "eval_results.json").read_text())
+    assert {"validation", "test"} <= set(results)
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["id2label"]) == 26  # the Challenge's scored classes, equivalences merged
+    _assert_hub_ready(out)
