@@ -30,3 +30,23 @@ def load_ptbxl(root: Path, n: int | None = None, rate: int = 100, folds=None):
         classes = {scp.loc[c, "diagnostic_class"] for c in ast.literal_eval(row.scp_codes) if c in scp.index}
         labels.append([float(c in classes) for c in SUPERCLASSES])
     return np.stack(signals), np.asarray(labels, dtype=np.float32)
+
+
+CHECKPOINT_LABELS = ["NORM", "MI", "STTC", "CD", "HYP"]
+
+
+def make_tiny_checkpoint(path: Path) -> Path:
+    """A seeded, untrained tiny multi-label ECG-NAT classifier + its 100 Hz feature extractor in ``path``."""
+    import torch
+
+    from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForSequenceClassification
+
+    torch.manual_seed(0)
+    labels = CHECKPOINT_LABELS
+    config = ECGNATConfig.from_preset(
+        "tiny", num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, problem_type="multi_label_classification",
+    )
+    ECGNATForSequenceClassification(config).save_pretrained(path)
+    ECGNATFeatureExtractor(sampling_rate=100, window_s=10).save_pretrained(path)
+    return path

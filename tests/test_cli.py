@@ -10,29 +10,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 import ecgnat_hf
-from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForSequenceClassification
 from ecgnat_hf.cli import RECIPES, main
 from ecgnat_hf.data.builders.common import find_records
 from ecgnat_hf.sample_data import sample_dir
 
-LABELS = ["NORM", "MI", "STTC", "CD", "HYP"]
+from helpers import CHECKPOINT_LABELS as LABELS
+from helpers import make_tiny_checkpoint
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    config = ECGNATConfig.from_preset(
-        "tiny", num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-        label2id={name: i for i, name in enumerate(LABELS)}, problem_type="multi_label_classification",
-    )
-    ECGNATForSequenceClassification(config).save_pretrained(path)
-    ECGNATFeatureExtractor(sampling_rate=100, window_s=10).save_pretrained(path)
-    return path
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

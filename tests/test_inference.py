@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForSequenceClassification
+from ecgnat_hf import ECGNATConfig
 from ecgnat_hf.data import ECGRecord, LeadNameError, TruncatedSignalError, read_record
 from ecgnat_hf.data.builders.common import find_records
 from ecgnat_hf.inference import (
@@ -23,18 +23,8 @@ from ecgnat_hf.inference import (
 )
 from ecgnat_hf.sample_data import sample_dir
 
-LABELS = ["NORM", "MI", "STTC", "CD", "HYP"]
-
-
-def make_checkpoint(path: Path) -> Path:
-    torch.manual_seed(0)
-    config = ECGNATConfig.from_preset(
-        "tiny", num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-        label2id={name: i for i, name in enumerate(LABELS)}, problem_type="multi_label_classification",
-    )
-    ECGNATForSequenceClassification(config).save_pretrained(path)
-    ECGNATFeatureExtractor(sampling_rate=100, window_s=10).save_pretrained(path)
-    return path
+from helpers import CHECKPOINT_LABELS as LABELS
+from helpers import make_tiny_checkpoint as make_checkpoint
 
 
 @pytest.fixture(scope="module")

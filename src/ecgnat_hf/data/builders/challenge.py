@@ -26,9 +26,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..errors import ECGDataError
 from ..labels import codes_to_multi_hot, load_challenge_classes
-from ..records import read_record
 from .common import ECGBuilderConfig, ECGDatasetBuilder, _float_or_none, find_records, normalize_sex, signal_feature
 
 logger = logging.getLogger(__name__)
@@ -164,17 +162,10 @@ class PhysioNetChallenge(ECGDatasetBuilder):
         classes = self.classes
         n_classes = len(classes)
         for path in paths:
-            try:
-                rec = read_record(path)
-                if rec.signal.shape[1] < int(self.config.min_samples):
-                    raise ECGDataError(path, f"only {rec.signal.shape[1]} samples (min_samples={self.config.min_samples})")
-                signal, leads = self._place_leads(rec)
-            except ECGDataError as exc:
-                self._skip(path, exc)
+            read = self._read_or_skip(path, min_samples=self.config.min_samples)
+            if read is None:
                 continue
-            except Exception as exc:
-                self._skip(path, exc, reason=f"unreadable ({type(exc).__name__})")
-                continue
+            rec, signal, leads = read
             dx = list(rec.metadata.get("dx") or [])
             y = codes_to_multi_hot(dx, classes) if dx else np.zeros(n_classes, dtype=np.float32)
             yield rec.record_id + "@" + str(path), {

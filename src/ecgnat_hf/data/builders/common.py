@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import ECGDataError
 from ..leads import CANONICAL_LEADS, lead_indices
+from ..records import read_record
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,22 @@ class ECGDatasetBuilder(datasets.GeneratorBasedBuilder):
         if cfg.max_records is not None:
             items = items[: int(cfg.max_records)]
         return items
+
+    def _read_or_skip(self, path, min_samples: int = 0, **read_kwargs):
+        """``(record, signal, lead_names)`` with leads placed, or ``None`` after reporting the record in
+        ``skipped``: typed data errors keep their class as the reason, anything else is 'unreadable'."""
+        try:
+            rec = read_record(path, **read_kwargs)
+            if rec.signal.shape[1] < int(min_samples):
+                raise ECGDataError(path, f"only {rec.signal.shape[1]} samples (min_samples={min_samples})")
+            signal, leads = self._place_leads(rec)
+        except ECGDataError as exc:
+            self._skip(path, exc)
+            return None
+        except Exception as exc:
+            self._skip(path, exc, reason=f"unreadable ({type(exc).__name__})")
+            return None
+        return rec, signal, leads
 
     def _place_leads(self, rec) -> tuple[np.ndarray, list[str]]:
         if self.config.canonical_leads:

@@ -36,8 +36,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..errors import ECGDataError
-from ..records import read_record
 from .common import ECGBuilderConfig, ECGDatasetBuilder, _float_or_none, find_records, normalize_sex, signal_feature
 
 logger = logging.getLogger(__name__)
@@ -250,18 +248,11 @@ class ECGFolder(ECGDatasetBuilder):
         classes = list(t["classes"]) if t else []
         cindex = {c: i for i, c in enumerate(classes)}
         for path, key in items:
-            try:
-                if path.lower().endswith(".mat"):
-                    rec = read_record(path, sampling_rate=cfg.matlab_sampling_rate)
-                else:
-                    rec = read_record(path)
-                signal, leads = self._place_leads(rec)
-            except ECGDataError as exc:
-                self._skip(path, exc)
+            mat = {"sampling_rate": cfg.matlab_sampling_rate} if path.lower().endswith(".mat") else {}
+            read = self._read_or_skip(path, **mat)
+            if read is None:
                 continue
-            except Exception as exc:
-                self._skip(path, exc, reason=f"unreadable ({type(exc).__name__})")
-                continue
+            rec, signal, leads = read
             row = t["rows"][key] if t else {}
             age = _float_or_none(row.get("age")) if row.get("age") not in (None, "") else _float_or_none(rec.metadata.get("age"))
             sex = normalize_sex(row.get("sex")) if row.get("sex") else normalize_sex(rec.metadata.get("sex"))
