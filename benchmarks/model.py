@@ -1,4 +1,5 @@
-"""Whole-model throughput and peak memory: ECG-NAT presets against a global-attention twin.
+"""Whole-model throughput and peak memory: ECG-NAT presets against a global-attention twin, or against
+the ResNet1d baseline (``--against resnet1d``).
 
 The twin is the *same* model (same stem, widths, depths, heads, MLPs, parameters) with every
 neighborhood-attention call replaced by global scaled-dot-product attention over the whole sequence, so the
@@ -12,6 +13,11 @@ were built (activations, gradients, workspace).
 
     python benchmarks/model.py                       # train (forward+backward) and inference, 10 s and 60 s
     python benchmarks/model.py --presets tiny small --mode infer --repeats 3
+    python benchmarks/model.py --against resnet1d --presets tiny --mode infer --batch 32 \
+        --variant tiny-v1='{"stem_hidden_size": null, ...}'    # a config variant, timed beside ResNet1d
+
+Against ResNet1d, both models take the same input (12 leads, 10 s or 60 s at 100 Hz for ``tiny``), and the
+ratio is ECG-NAT records/s over ResNet1d records/s measured in the same run.
 """
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ import time
 BATCH = {10: 8, 60: 2}
 
 
-def _child(preset: str, attention: str, seconds: int, mode: str, repeats: int, threads: int) -> dict:
+def _child(preset: str, attention: str, seconds: int, mode: str, repeats: int, threads: int,
+           overrides: dict | None = None, batch: int | None = None) -> dict:
     import resource
 
     import psutil
@@ -42,7 +49,14 @@ def _child(preset: str, attention: str, seconds: int, mode: str, repeats: int, t
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    config = ECGNATConfig.from_preset(preset, num_labels=5, problem_type="multi_label_classification", supcon_weight=0.0)
+    config = ECGNATConfig.from_preset(preset, num_labels=5, problem_type="multi_label_classification", supcon_weight=0.0,
+                                      **(overrides or {}))
+    if attention == "resnet1d":
+        from ecgnat_hf.training.baselines import ResNet1dConfig, ResNet1dForSequenceClassification
+
+        rate = config.sampling_rate
+        config = ResNet1dConfig(num_labels=5, problem_type="multi_label_classification")
+        config.sampling_rate = rate
     if attention == "global":
 
         def global_forward(self, x):
@@ -52,8 +66,8 @@ def _child(preset: str, attention: str, seconds: int, mode: str, repeats: int, t
             return self.dropout(self.proj(out.transpose(1, 2).reshape(b, length, dim)))
 
         modeling.ECGNATNeighborhoodAttention.forward = global_forward
-    model = ECGNATForSequenceClassification(config)
-    batch = BATCH[seconds]
+    model = (ResNet1dForSequenceClassification if attention == "resnet1d" else ECGNATForSequenceClassification)(config)
+    batch = batch or BATCH[seconds]
     x = torch.randn(batch, 12, int(seconds * config.sampling_rate))
     y = (torch.rand(batch, 5) > 0.5).float()
     if mode == "train":
@@ -83,7 +97,7 @@ def _child(preset: str, attention: str, seconds: int, mode: str, repeats: int, t
         "records_per_s": batch / statistics.median(times),
         "peak_mib": max(0.0, (peak - rss0) / 2**20),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "tokens_stage1": x.shape[-1] // config.patch_size,
+        "tokens_stage1": x.shape[-1] // getattr(config, "patch_size", 1),
     }
 
 
@@ -95,10 +109,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per measurement")
+    parser.add_argument("--against", choices=["global", "resnet1d"], default="global",
+                        help="baseline timed in the same run: the global-attention twin, or the ResNet1d baseline")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 8 at 10 s, 2 at 60 s)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="a named ECG-NAT config variant: preset overrides as JSON (repeatable)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(**json.loads(args.child))))
+        return
+    if args.against == "resnet1d":
+        _against_resnet1d(args)
         return
 
     import torch
@@ -137,6 +159,44 @@ def main() -> None:
                     f"{na['records_per_s']:.2f} | {g_rate} | {speed} | {na['peak_mib']:.0f} | {g_mem} | {mem} |",
                     flush=True,
                 )
+
+
+def _measure(spec: dict, timeout: int) -> dict | None:
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                             capture_output=True, text=True, timeout=timeout, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return None
+    except subprocess.CalledProcessError as err:
+        print(f"<!-- {spec} failed: {err.stderr.strip().splitlines()[-1]} -->")
+        return None
+
+
+def _against_resnet1d(args) -> None:
+    import torch
+
+    variants = [(p, p, {}) for p in args.presets]
+    for item in args.variant:
+        name, _, text = item.partition("=")
+        preset = json.loads(text).pop("preset", args.presets[0]) if text else args.presets[0]
+        over = {k: v for k, v in json.loads(text).items() if k != "preset"}
+        variants.append((name, preset, over))
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs; records/s, median of {args.repeats}")
+    print("| model | params | input | mode | batch | ECG-NAT rec/s | ResNet1d rec/s | ECG-NAT / ResNet1d |")
+    print("|---|---|---|---|---|---|---|---|")
+    for seconds in args.seconds:
+        for mode in args.mode:
+            batch = args.batch or BATCH[seconds]
+            base = dict(preset=args.presets[0], seconds=seconds, mode=mode, repeats=args.repeats, threads=args.threads,
+                        batch=batch)
+            ref = _measure(dict(base, attention="resnet1d"), args.timeout)
+            for name, preset, over in variants:
+                na = _measure(dict(base, preset=preset, attention="neighborhood", overrides=over), args.timeout)
+                if na is None or ref is None:
+                    continue
+                print(f"| {name} | {na['params_m']:.2f}M | {seconds} s | {mode} | {batch} | {na['records_per_s']:.1f} | "
+                      f"{ref['records_per_s']:.1f} | {na['records_per_s'] / ref['records_per_s']:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

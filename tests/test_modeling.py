@@ -59,6 +59,9 @@ def tiny(**kw) -> ECGNATConfig:
         (dict(lead_fusion="max"), "lead_fusion"),
         (dict(drop_path_rate=1.5), "drop_path_rate"),
         (dict(attn_implementation="flash"), "attn_implementation"),
+        (dict(classifier_pooling="cls"), "classifier_pooling"),
+        (dict(finetune_lead_mask_prob=1.0), "finetune_lead_mask_prob"),
+        (dict(stem_hidden_size=1), "stem_hidden_size"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -111,6 +114,61 @@ def test_missing_leads_do_not_influence_output():
     with torch.no_grad():
         c = model(changed, lead_mask=lead_mask)
     assert not torch.allclose(c.pooler_output[0], a.pooler_output[0])
+
+
+def test_lead_fusion_equals_projecting_each_lead():
+    """The fused token is sum_l w_l (W_l h_l + b_l), whatever the stem width (narrow stem, wide fusion)."""
+    from ecgnat_hf.modeling_ecgnat import ECGNATStem
+
+    config = tiny(stem_hidden_size=16, hidden_sizes=[48, 64, 128], num_heads=[2, 2, 4])
+    stem = ECGNATStem(config).eval()
+    with torch.no_grad():
+        stem.lead_projection_bias.normal_()
+    x = torch.randn(2, 12, 400)
+    lead_mask = torch.ones(2, 12, dtype=torch.bool)
+    lead_mask[1, 4:] = False
+    with torch.no_grad():
+        fused, weights = stem(x, lead_mask)
+        h = stem.conv2(stem.act(stem.conv1(x.reshape(24, 1, 400))))
+        h = stem.norm(h.transpose(1, 2).reshape(2, 12, h.shape[-1], 16)) + stem.lead_embeddings[None, :, None, :]
+        projected = torch.einsum("bnlc,ncd->bnld", h, stem.lead_projection) + stem.lead_projection_bias[None, :, None]
+        reference = stem.fusion_norm(torch.einsum("bln,bnld->bld", weights, projected))
+    assert fused.shape == (2, 200, 48) and weights.shape == (2, 200, 12)
+    torch.testing.assert_close(fused, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_max_pooling_covers_real_tokens_only():
+    config = tiny(classifier_pooling="mean_max", num_labels=3)
+    model = ECGNATForSequenceClassification(config).eval()
+    x = torch.randn(2, 12, 1000)
+    with torch.no_grad():
+        out = model(x, output_hidden_states=True)
+        enc = model.ecgnat(x)
+    assert out.pooler_output.shape == (2, 2 * config.hidden_size)
+    valid = enc.token_mask[0]
+    torch.testing.assert_close(out.pooler_output[:, config.hidden_size:], enc.last_hidden_state[:, valid].amax(1))
+    # an input that is not a multiple of the mask unit: padded tokens never win the max
+    short = x[..., :999]
+    with torch.no_grad():
+        enc = model.ecgnat(short)
+        pooled = model(short).pooler_output
+    assert not bool(enc.token_mask[0].all())
+    torch.testing.assert_close(pooled[:, config.hidden_size:], enc.last_hidden_state[:, enc.token_mask[0]].amax(1))
+
+
+def test_finetune_lead_masking_only_in_training():
+    config = tiny(finetune_lead_mask_prob=0.5, num_labels=2, classifier_dropout=0.0, supcon_weight=0.0)
+    model = ECGNATForSequenceClassification(config)
+    x = torch.randn(4, 12, 800)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x).logits, model(x).logits
+    assert torch.equal(a, b)  # inference is deterministic: no lead is hidden
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        c = model(x).logits
+    assert not torch.allclose(a, c)  # training hides random leads
 
 
 @pytest.mark.parametrize("length", [160, 999, 1000, 2345, 6000])

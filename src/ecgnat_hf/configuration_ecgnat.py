@@ -80,6 +80,9 @@ class ECGNATConfig(PreTrainedConfig):
         sampling_rate (`int`): sampling rate in Hz the model expects; the feature extractor resamples to it.
         patch_size (`int`): overall stride of the lead-wise convolutional stem (samples per stem token).
         stem_kernel_size (`int`): kernel of the first stem convolution.
+        stem_hidden_size (`int`, optional): channels of the lead-wise stem, per lead, before the lead fusion
+            projects every lead to ``hidden_sizes[0]``. ``None``: ``hidden_sizes[0]``. A narrow lead-wise stem
+            with a wide fused token is cheaper (the stem runs once per lead) and keeps more of each lead.
         hidden_sizes, depths, num_heads, kernel_sizes (`list[int]`): per stage width, number of blocks, attention
             heads and neighbourhood size (odd). Stages are separated by a stride-2 downsampling convolution.
         dilations (`list[list[int]]`): per stage, one dilation per block (DiNAT schedule). ``None``: all 1.
@@ -102,6 +105,11 @@ class ECGNATConfig(PreTrainedConfig):
         supcon_temperature (`float`): its temperature (Khosla et al. use 0.07-0.1).
         projection_dim (`int`): size of the normalised projection the contrastive losses use.
         classifier_dropout (`float`): dropout on the pooled features before the classification head.
+        classifier_pooling (`str`): ``"mean"`` (mean of the final tokens) or ``"mean_max"`` (mean and max
+            concatenated, as the ResNet1d baseline does: a max keeps short, local findings such as a Q wave).
+        finetune_lead_mask_prob (`float`): random lead masking during supervised training (training mode
+            only): each present lead is hidden with this probability, at least one kept. Keeps a checkpoint
+            fine-tuned on 12 leads accurate on lead subsets. 0 disables.
         attn_implementation: ``"auto"`` / ``"eager"`` / ``"sdpa"`` (natten on CUDA if installed, else the
             plain-PyTorch op), ``"na_torch"`` (always plain PyTorch) or ``"natten"`` (always natten).
     """
@@ -112,6 +120,7 @@ class ECGNATConfig(PreTrainedConfig):
     sampling_rate: int | float = 500
     patch_size: int = 8
     stem_kernel_size: int = 15
+    stem_hidden_size: int | None = None
     hidden_sizes: list[int] | tuple[int, ...] = (64, 128, 256)
     depths: list[int] | tuple[int, ...] = (2, 3, 4)
     num_heads: list[int] | tuple[int, ...] = (2, 4, 8)
@@ -137,6 +146,8 @@ class ECGNATConfig(PreTrainedConfig):
     supcon_temperature: float = 0.1
     projection_dim: int = 128
     classifier_dropout: float | int = 0.1
+    classifier_pooling: str = "mean"
+    finetune_lead_mask_prob: float | int = 0.0
 
     def __post_init__(self, **kwargs):
         self.lead_names = [str(name) for name in self.lead_names]
@@ -198,6 +209,12 @@ class ECGNATConfig(PreTrainedConfig):
             fail(f"mlp_ratio must be positive, got {self.mlp_ratio}.")
         if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
             fail("layer_norm_eps and initializer_range must be positive.")
+        if self.stem_hidden_size is not None and self.stem_hidden_size < 2:
+            fail(f"stem_hidden_size must be >= 2 (or None), got {self.stem_hidden_size}.")
+        if self.classifier_pooling not in ("mean", "mean_max"):
+            fail(f"classifier_pooling must be 'mean' or 'mean_max', got {self.classifier_pooling!r}.")
+        if not 0.0 <= self.finetune_lead_mask_prob < 1.0:
+            fail(f"finetune_lead_mask_prob must be in [0, 1), got {self.finetune_lead_mask_prob}.")
         if self.lead_fusion not in ("attention", "mean"):
             fail(f"lead_fusion must be 'attention' or 'mean', got {self.lead_fusion!r}.")
         if not 0.0 < self.mask_ratio < 1.0:

@@ -97,7 +97,8 @@ class ECGNATForSequenceClassificationOutput(ModelOutput):
     """
     loss: classification loss + ``supcon_weight`` × supervised-contrastive loss (training labels given).
     classification_loss / supcon_loss: the two parts, reported separately.
-    logits (`(batch, num_labels)`). pooler_output (`(batch, hidden_size)`). projection: normalised
+    logits (`(batch, num_labels)`). pooler_output: the head's features (`(batch, hidden_size)`, twice that with
+    `classifier_pooling="mean_max"`). projection: normalised
     contrastive embedding. hidden_states / lead_fusion_weights: as in `ECGNATModelOutput`, on request.
     """
 
@@ -190,23 +191,24 @@ class ECGNATStem(nn.Module):
     def __init__(self, config: ECGNATConfig):
         super().__init__()
         dim = config.hidden_sizes[0]
+        stem_dim = config.stem_hidden_size or dim
         p = config.patch_size
         s1 = p // 2 if p % 2 == 0 and p > 2 else 1
         s2 = p // s1
         k2 = 2 * s2 + 1 if s2 > 1 else 3
-        self.conv1 = nn.Conv1d(1, dim // 2, config.stem_kernel_size, stride=s1, padding=config.stem_kernel_size // 2)
-        self.conv2 = nn.Conv1d(dim // 2, dim, k2, stride=s2, padding=k2 // 2)
+        self.conv1 = nn.Conv1d(1, stem_dim // 2, config.stem_kernel_size, stride=s1, padding=config.stem_kernel_size // 2)
+        self.conv2 = nn.Conv1d(stem_dim // 2, stem_dim, k2, stride=s2, padding=k2 // 2)
         self.act = ACT2FN[config.hidden_act]
-        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.lead_embeddings = nn.Parameter(torch.zeros(config.num_leads, dim))
+        self.norm = nn.LayerNorm(stem_dim, eps=config.layer_norm_eps)
+        self.lead_embeddings = nn.Parameter(torch.zeros(config.num_leads, stem_dim))
         # Each lead gets its own projection before the weighted sum: the stem's features are shared across
         # leads, so a plain convex combination would erase which lead carries which waveform (lead I's upright
         # QRS and aVR's inverted one would cancel). Projected, leads keep separate subspaces of the fused token.
-        self.lead_projection = nn.Parameter(torch.zeros(config.num_leads, dim, dim))
+        self.lead_projection = nn.Parameter(torch.zeros(config.num_leads, stem_dim, dim))
         self.lead_projection_bias = nn.Parameter(torch.zeros(config.num_leads, dim))
         self.fusion = config.lead_fusion
         if self.fusion == "attention":
-            self.fusion_score = nn.Sequential(nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, 1))
+            self.fusion_score = nn.Sequential(nn.Linear(stem_dim, stem_dim // 2), nn.GELU(), nn.Linear(stem_dim // 2, 1))
         self.fusion_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor):
@@ -220,9 +222,12 @@ class ECGNATStem(nn.Module):
             scores = torch.zeros(h.shape[:3], dtype=h.dtype, device=h.device)
         scores = scores.masked_fill(~lead_mask[:, :, None], float("-inf"))
         weights = torch.softmax(scores, dim=1)  # over leads
-        projected = torch.einsum("bnlc,ncd->bnld", h, self.lead_projection) + self.lead_projection_bias[None, :, None]
-        fused = torch.einsum("bnl,bnld->bld", weights, projected)
-        return self.fusion_norm(fused), weights.transpose(1, 2)  # (B, L, C), (B, L, leads)
+        # sum_l w_l (W_l h_l + b_l), computed as one matmul over the weighted leads side by side: the same
+        # value as projecting every lead first, without materialising a (B, leads, L, C) projection.
+        weights_t = weights.transpose(1, 2)  # (B, L, leads)
+        weighted = (h * weights[..., None]).permute(0, 2, 1, 3).reshape(b, h.shape[2], -1)  # (B, L, leads * C_stem)
+        fused = weighted @ self.lead_projection.reshape(-1, self.lead_projection.shape[-1]) + weights_t @ self.lead_projection_bias
+        return self.fusion_norm(fused), weights_t  # (B, L, C), (B, L, leads)
 
 
 class ECGNATNeighborhoodAttention(nn.Module):
@@ -363,7 +368,7 @@ class ECGNATPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, ECGNATStem):
             init.trunc_normal_(module.lead_embeddings, std=std)
-            init.trunc_normal_(module.lead_projection, std=module.lead_projection.shape[-1] ** -0.5)
+            init.trunc_normal_(module.lead_projection, std=module.lead_projection.shape[-2] ** -0.5)  # fan-in
             init.zeros_(module.lead_projection_bias)
         elif isinstance(module, ECGNATForPreTraining):
             init.trunc_normal_(module.mask_token, std=std)
@@ -646,9 +651,17 @@ class ECGNATForSequenceClassification(ECGNATPreTrainedModel):
         self.num_labels = config.num_labels
         self.ecgnat = ECGNATModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.projection = _projection_head(config.hidden_size, config.projection_dim)
+        pooled_size = config.hidden_size * (2 if config.classifier_pooling == "mean_max" else 1)
+        self.classifier = nn.Linear(pooled_size, config.num_labels)
+        self.projection = _projection_head(pooled_size, config.projection_dim)
         self.post_init()
+
+    def _pool(self, outputs: ECGNATModelOutput) -> torch.Tensor:
+        """Head features: the encoder's mean, or mean and max over the tokens that cover real input."""
+        if self.config.classifier_pooling != "mean_max":
+            return outputs.pooler_output
+        hidden = outputs.last_hidden_state.masked_fill(~outputs.token_mask[:, :, None], float("-inf"))
+        return torch.cat([outputs.pooler_output, hidden.amax(1)], dim=-1)
 
     def _problem_type(self, labels: torch.Tensor) -> str:
         if self.config.problem_type is None:
@@ -671,6 +684,10 @@ class ECGNATForSequenceClassification(ECGNATPreTrainedModel):
         **kwargs,
     ) -> ECGNATForSequenceClassificationOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.training and self.config.finetune_lead_mask_prob > 0:
+            # augmentation: hide random leads so that one 12-lead fine-tuned checkpoint stays good on subsets
+            lead_mask = random_lead_mask(_check_inputs(self.config, input_values, lead_mask),
+                                         self.config.finetune_lead_mask_prob)
         outputs = self.ecgnat(
             input_values,
             lead_mask=lead_mask,
@@ -678,7 +695,7 @@ class ECGNATForSequenceClassification(ECGNATPreTrainedModel):
             output_lead_weights=output_lead_weights,
             return_dict=True,
         )
-        pooled = outputs.pooler_output
+        pooled = self._pool(outputs)
         logits = self.classifier(self.dropout(pooled))
         projection = F.normalize(self.projection(pooled), dim=-1)
         loss = cls_loss = supcon = None

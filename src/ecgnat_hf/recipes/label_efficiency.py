@@ -71,7 +71,7 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _markdown(summary: list[dict], metric: str, command: str) -> str:
+def _markdown(summary: list[dict], metric: str, command: str, comparisons: list[dict] | None = None) -> str:
     fracs = sorted({s["fraction"] for s in summary})
     models = list(dict.fromkeys(s["model"] for s in summary))
     cell = {(s["model"], s["fraction"]): s for s in summary}
@@ -83,6 +83,9 @@ def _markdown(summary: list[dict], metric: str, command: str) -> str:
             s = cell.get((m, f))
             cells.append("n/a" if not s or s["mean"] is None else f"{s['mean']:.4f} ± {s['std']:.4f} ({s['n_train']})")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if comparisons:
+        lines += ["", "Paired differences on the same test records (bootstrap over records, repeats averaged):", ""]
+        lines += [f"- {100 * c['fraction']:g}% labels: {c['text']}" for c in comparisons]
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
@@ -114,6 +117,8 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
     fe = C.load_feature_extractor(first, data_args, rate)
     out_dir = Path(training_args.output_dir)
     rows: list[dict[str, Any]] = []
+    test_scores: dict[tuple[str, float], list] = {}  # (arm, fraction) -> test probabilities per repeat
+    test_labels = None
     for fraction in fractions:
         for rep in range(le_args.repeats):
             seed = training_args.seed + rep
@@ -135,6 +140,10 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                 res, trainer = train_classifier(m_args, d_args, t_args, eval_args, command=command, prepared=prepared,
                                                 save=le_args.save_models, feature_extractor=fe)
                 test = res["eval_results"].get("test", {})
+                if "test" in res["raw_predictions"]:
+                    probs, labels = res["raw_predictions"]["test"]
+                    test_scores.setdefault((arm, float(fraction)), []).append(probs)
+                    test_labels = labels
                 val = res["eval_results"].get("validation", {})
                 rows.append({"model": arm, "fraction": float(fraction), "repeat": rep, "seed": seed,
                              "n_train": res["n_train"], "steps": res["global_step"],
@@ -145,13 +154,15 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                 if not le_args.save_models and trainer_is_main(training_args):
                     shutil.rmtree(run_dir, ignore_errors=True)
     summary = summarize(rows, le_args.metric)
+    comparisons = compare_arms(test_scores, test_labels, [a for a, _ in arms], fractions) if le_args.metric == "macro_auroc" else []
     files = {}
     if trainer_is_main(training_args):
         from ..training.plots import plot_label_efficiency
 
         files["runs_csv"] = str(C.write_text(_csv(rows), out_dir / "label_efficiency_runs.csv"))
         files["csv"] = str(C.write_text(_csv(summary), out_dir / "label_efficiency.csv"))
-        files["markdown"] = str(C.write_text(_markdown(summary, le_args.metric, command), out_dir / "label_efficiency.md"))
+        files["markdown"] = str(C.write_text(_markdown(summary, le_args.metric, command, comparisons),
+                                             out_dir / "label_efficiency.md"))
         plot_rows = [s for s in summary if s["mean"] is not None]
         if plot_rows:
             import matplotlib.pyplot as plt
@@ -159,11 +170,27 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
             fig = plot_label_efficiency(plot_rows, f"test {le_args.metric.replace('_', ' ')}", out_dir / "label_efficiency.png")
             plt.close(fig)
             files["plot"] = str(out_dir / "label_efficiency.png")
-        C.write_json({"metric": le_args.metric, "command": command, "rows": rows, "summary": summary},
-                     out_dir / "label_efficiency.json")
+        C.write_json({"metric": le_args.metric, "command": command, "rows": rows, "summary": summary,
+                      "comparisons": comparisons}, out_dir / "label_efficiency.json")
         files["json"] = str(out_dir / "label_efficiency.json")
-    return {"rows": rows, "summary": summary, "files": files, "metric": le_args.metric,
+    return {"rows": rows, "summary": summary, "comparisons": comparisons, "files": files, "metric": le_args.metric,
             "output_dir": str(out_dir.resolve())}
+
+
+def compare_arms(test_scores: dict, labels, arm_names: list[str], fractions) -> list[dict]:
+    """Paired bootstrap intervals (test records resampled; each arm averaged over its repeats) for the
+    pretrained arm against every other arm, at each fraction."""
+    from ..metrics.comparison import compare_runs
+
+    if labels is None or not arm_names:
+        return []
+    first = arm_names[0]
+    out = []
+    for fraction in fractions:
+        arms = {a: s for (a, f), s in test_scores.items() if f == float(fraction)}
+        for row in compare_runs(labels, arms, [(first, other) for other in arm_names[1:]], n_boot=2000, seed=0):
+            out.append({"fraction": float(fraction), **row})
+    return out
 
 
 def trainer_is_main(training_args) -> bool:
