@@ -54,9 +54,14 @@ def summarize(rows: list[dict], metric: str) -> list[dict]:
     out = []
     for (model, frac), vals in groups.items():
         n_train = [r["n_train"] for r in rows if r["model"] == model and r["fraction"] == frac]
-        out.append({"model": model, "fraction": frac, "n_train": int(round(sum(n_train) / max(1, len(n_train)))),
-                    "repeats": len(vals), "mean": float(np.mean(vals)) if vals else None,
-                    "std": float(np.std(vals)) if vals else None, "metric": metric})
+        row = {"model": model, "fraction": frac, "n_train": int(round(sum(n_train) / max(1, len(n_train)))),
+               "repeats": len(vals), "mean": float(np.mean(vals)) if vals else None,
+               "std": float(np.std(vals)) if vals else None, "metric": metric}
+        members = [r for r in rows if r["model"] == model and r["fraction"] == frac]
+        for key in dict.fromkeys(k for r in members for k in r if k.startswith(f"{metric}[")):  # per lead subset
+            sub = [float(r[key]) for r in members if r.get(key) is not None]
+            row[f"mean_{key}"] = float(np.mean(sub)) if sub else None
+        out.append(row)
     return out
 
 
@@ -149,6 +154,8 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                              "n_train": res["n_train"], "steps": res["global_step"],
                              le_args.metric: test.get(le_args.metric), f"validation_{le_args.metric}": val.get(le_args.metric),
                              "seconds": round(time.perf_counter() - t0, 1)})
+                for subset, metrics in res.get("lead_subsets", {}).items():  # test split, leads removed
+                    rows[-1][f"{le_args.metric}[{subset}]"] = metrics.get(le_args.metric)
                 logger.info("label efficiency: %s", rows[-1])
                 del trainer
                 if not le_args.save_models and trainer_is_main(training_args):

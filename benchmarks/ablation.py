@@ -1,0 +1,162 @@
+"""Ablations on the validation fold only: which model and fine-tuning choices help, before the test fold is read.
+
+Trains on PTB-XL folds 1-7 of the bundled sample and scores fold 8 (44 records with a superdiagnostic label);
+fold 9, the test fold, is never loaded (``test_folds="none"``). Each arm runs over several seeds and reports the
+validation macro AUROC at the last step and at the best evaluated step, per class, and per lead subset (one
+checkpoint, leads removed). The loop is the recipe's in miniature (AdamW, weight decay 0.05, linear warm-up over
+10% then cosine, batch 32, gradient clipping at 1.0) without the Trainer's bookkeeping, so an arm takes a
+minute or two on a 2-core CPU. Results are appended to ``--output`` as JSON lines.
+
+    python benchmarks/ablation.py --name resnet1d --kind resnet1d
+    python benchmarks/ablation.py --name scratch-meanmax --overrides '{"classifier_pooling": "mean_max"}'
+    python benchmarks/ablation.py --name pretrained --pretrained ecgnat-demo/pretrained --seeds 0,1,2
+"""
+import os
+
+for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(v, "1")  # BLAS threads fight torch's on 2 cores
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+CACHE = Path(os.environ.get("ECGNAT_ABLATION_CACHE", Path.home() / ".cache" / "ecgnat_hf" / "ablation_sample100.pt"))
+
+
+def load_data():
+    if CACHE.exists():
+        return torch.load(CACHE)
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    from ecgnat_hf.training.arguments import DataArguments
+    from ecgnat_hf.training.data import prepare_classification_data
+    from ecgnat_hf.feature_extraction_ecgnat import ECGNATFeatureExtractor
+    fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=10, mode="window", scaling="standardize")
+    da = DataArguments(dataset="sample", test_folds="none")
+    p = prepare_classification_data(da, fe, splits=("train", "validation"))
+    out = {}
+    for s, ds in p.splits.items():
+        d = ds.with_format("numpy")
+        out[s] = (torch.tensor(np.asarray(d["input_values"])), torch.tensor(np.asarray(d["lead_mask"])).bool(),
+                  torch.tensor(np.asarray(d["labels"])).float())
+    out["label_names"] = p.label_names
+    torch.save(out, CACHE)
+    return out
+
+
+def auroc(y, p):
+    from ecgnat_hf.metrics.functional import binary_auroc
+
+    vals = {j: binary_auroc(y[:, j], p[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)}
+    return float(np.mean(list(vals.values()))), vals
+
+
+def build(kind, overrides, pretrained, n_labels):
+    if kind == "resnet1d":
+        from ecgnat_hf.training.baselines import ResNet1dConfig, ResNet1dForSequenceClassification
+        return ResNet1dForSequenceClassification(ResNet1dConfig(num_labels=n_labels, problem_type="multi_label_classification"))
+    from ecgnat_hf import ECGNATConfig, ECGNATForSequenceClassification
+    kw = dict(num_labels=n_labels, problem_type="multi_label_classification", **overrides)
+    if pretrained:
+        return ECGNATForSequenceClassification.from_pretrained(pretrained, **kw)
+    preset = kw.pop("preset", "tiny")
+    return ECGNATForSequenceClassification(ECGNATConfig.from_preset(preset, **kw))
+
+
+def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every=20, frac=1.0):
+    data = load_data()
+    xtr, mtr, ytr = data["train"]
+    xva, mva, yva = data["validation"]
+    if frac < 1.0:
+        from ecgnat_hf.training.data import stratified_subset
+        idx = stratified_subset(ytr.numpy(), frac, seed)
+        xtr, mtr, ytr = xtr[idx], mtr[idx], ytr[idx]
+    torch.manual_seed(seed)
+    model = build(kind, overrides, pretrained, ytr.shape[1])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    warm = int(0.1 * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    g = torch.Generator().manual_seed(seed)
+    n = len(xtr)
+    curve = []
+    t0 = time.perf_counter()
+    step = 0
+    best = (-1, 0)
+    while step < steps:
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            if len(idx) < 2:
+                continue
+            model.train()
+            out = model(input_values=xtr[idx], lead_mask=mtr[idx], labels=ytr[idx])
+            opt.zero_grad()
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step(); sched.step(); step += 1
+            if step % eval_every == 0 or step == steps:
+                model.eval()
+                with torch.no_grad():
+                    lv = model(input_values=xva, lead_mask=mva).logits
+                p = torch.sigmoid(lv).numpy()
+                a, per = auroc(yva.numpy(), p)
+                curve.append((step, float(out.loss.detach()), a))
+                if a > best[0]:
+                    best = (a, step)
+            if step >= steps:
+                break
+    secs = time.perf_counter() - t0
+    final = curve[-1][2]
+    # lead subsets on validation (final weights)
+    from ecgnat_hf.configuration_ecgnat import CANONICAL_LEADS as names
+    from ecgnat_hf.training.arguments import LEAD_SUBSETS
+
+    subs = {}
+    model.eval()
+    for sname in ("6-limb", "I+II", "II", "I"):
+        keep = torch.tensor([nm in LEAD_SUBSETS[sname] for nm in names])
+        with torch.no_grad():
+            lv = model(input_values=xva * keep[None, :, None], lead_mask=mva & keep[None]).logits
+        subs[sname] = auroc(yva.numpy(), torch.sigmoid(lv).numpy())[0]
+    return dict(final=final, best=best[0], best_step=best[1], per_class={data["label_names"][j]: round(v, 3) for j, v in per.items()},
+                subsets=subs, curve=curve, seconds=round(secs, 1), params=sum(p.numel() for p in model.parameters()))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--kind", default="ecgnat")
+    ap.add_argument("--overrides", default="{}")
+    ap.add_argument("--pretrained", default=None)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--frac", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--output", default="ablation_results.jsonl")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    res = []
+    for s in [int(x) for x in a.seeds.split(",")]:
+        r = run(a.kind, json.loads(a.overrides), a.pretrained, s, a.steps, a.lr, frac=a.frac)
+        res.append(r)
+        print(a.name, "seed", s, "final %.3f best %.3f@%d" % (r["final"], r["best"], r["best_step"]), r["per_class"],
+              {k: round(v, 3) for k, v in r["subsets"].items()}, r["seconds"], "s", flush=True)
+    f = np.array([r["final"] for r in res])
+    summ = dict(name=a.name, kind=a.kind, overrides=a.overrides, pretrained=a.pretrained, steps=a.steps, lr=a.lr, frac=a.frac,
+                final_mean=float(f.mean()), final_std=float(f.std()), best_mean=float(np.mean([r["best"] for r in res])),
+                subsets={k: float(np.mean([r["subsets"][k] for r in res])) for k in res[0]["subsets"]},
+                per_class={k: float(np.mean([r["per_class"].get(k, np.nan) for r in res])) for k in res[0]["per_class"]},
+                seconds=float(np.mean([r["seconds"] for r in res])), params=res[0]["params"], runs=res)
+    with open(a.output, "a") as fh:
+        fh.write(json.dumps(summ) + "\n")
+    print("SUMMARY", a.name, "val final %.3f ± %.3f best %.3f" % (summ["final_mean"], summ["final_std"], summ["best_mean"]),
+          {k: round(v, 3) for k, v in summ["subsets"].items()}, {k: round(v, 3) for k, v in summ["per_class"].items()}, "%.0fs" % summ["seconds"], summ["params"])
+
+
+if __name__ == "__main__":
+    main()
