@@ -17,6 +17,9 @@ from ecgnat_hf.feature_extraction_ecgnat import (
     ECGInputError,
     ECGLeadNameError,
     ECGNATFeatureExtractor,
+    ECGUnusableSignalError,
+    QualityThresholds,
+    check_signal_quality,
     normalize_lead_name,
 )
 
@@ -42,7 +45,7 @@ def test_unknown_alias_raises(bad):
 
 
 def test_lead_mask_and_order():
-    fe = ECGNATFeatureExtractor(scaling="none")
+    fe = ECGNATFeatureExtractor(scaling="none", quality_check=False)  # constant leads: placement only
     x = np.stack([np.full(5000, 1.0), np.full(5000, 2.0), np.full(5000, 3.0)])
     out = fe(x, sampling_rate=500, lead_names=["V1 ", "mlii", "avr"])
     assert out["input_values"].shape == (1, 12, 5000)
@@ -182,8 +185,10 @@ def test_scaling_options():
     np.testing.assert_allclose(np.median(robust, axis=1), 0, atol=1e-3)
     fixed = ECGNATFeatureExtractor(scaling=0.5)(x, sampling_rate=500)["input_values"][0]
     np.testing.assert_allclose(fixed, (x / 0.5).astype(np.float32), rtol=1e-6)
-    flat = ECGNATFeatureExtractor()(np.ones((12, 5000)), sampling_rate=500)["input_values"]
+    flat = ECGNATFeatureExtractor(quality_check=False)(np.ones((12, 5000)), sampling_rate=500)["input_values"]
     assert np.isfinite(flat).all()
+    with pytest.raises(ECGUnusableSignalError, match="all 12 leads flat"):  # the default refuses it
+        ECGNATFeatureExtractor()(np.ones((12, 5000)), sampling_rate=500)
 
 
 def test_filters_run_and_remove_baseline():

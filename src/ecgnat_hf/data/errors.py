@@ -28,6 +28,8 @@ __all__ = [
     "SamplingRateError",
     "MissingSamplingRateError",
     "NoUsableLeadError",
+    "SignalMismatchError",
+    "UnreadableRecordError",
     "LabelFileError",
     "ECGInputError",
     "ECGUnusableSignalError",
@@ -64,6 +66,16 @@ class TruncatedSignalError(ECGDataError, ValueError):
 
 class InvalidSignalError(ECGDataError, ValueError):
     """The signal contains NaN or infinite values (or is otherwise unusable)."""
+
+
+class SignalMismatchError(ECGDataError, ValueError):
+    """The signal file disagrees with its header (first samples, checksums, MATLAB matrix layout): a
+    corrupted, swapped or re-ordered file, which would otherwise be read as the wrong leads."""
+
+
+class UnreadableRecordError(ECGDataError, ValueError):
+    """The record could not be read for a reason no more specific class describes (the message keeps
+    the underlying error)."""
 
 
 class LeadNameError(ECGDataError, ECGLeadNameError):
