@@ -519,6 +519,8 @@ def _read_mat_digital(file: Path, fmt: str, n_ch: int, sig_len: int | None, rec:
     variable name), v5/v7 through scipy, v7.3 through h5py. The byte offset in the .hea is never used."""
     with open(file, "rb") as f:
         head = f.read(128)
+    if not head:
+        raise TruncatedSignalError(rec, f"signal file {file.name} is empty")
     if head[:6] == b"MATLAB" and b"7.3" in head[:20]:
         try:
             import h5py
