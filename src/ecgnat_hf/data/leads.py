@@ -100,12 +100,14 @@ def parse_lead_names(text: str | Sequence[str] | Mapping[str, str] | None) -> li
     return parts
 
 
-def rename_leads(names: Sequence[str], spec, record: str | None = None) -> list[str]:
+def rename_leads(names: Sequence[str], spec, record: str | None = None, *, missing: str = "raise") -> list[str]:
     """Apply a lead-naming ``spec`` (see :func:`parse_lead_names`) to a record's channel names.
 
     * a list: one name per channel, in order (count must match; :class:`LeadNameError` otherwise);
     * a mapping: channels named like a key (exactly, else case/space-insensitively) get the value;
-      a key matching no channel raises (a typo must not pass silently), other channels keep their names.
+      a key matching no channel raises (a typo must not pass silently; ``missing="ignore"`` lets a
+      mapping meant for some records of a mixed folder pass over the others), other channels keep their
+      names.
     """
     spec = parse_lead_names(spec) if isinstance(spec, str) else spec
     names = [str(n) for n in names]
@@ -116,6 +118,8 @@ def rename_leads(names: Sequence[str], spec, record: str | None = None) -> list[
         squashed = [_squash(n) for n in names]
         for src, dst in spec.items():
             hits = [i for i, n in enumerate(names) if n == src] or [i for i, k in enumerate(squashed) if k == _squash(src)]
+            if not hits and missing == "ignore":
+                continue
             if not hits:
                 raise LeadNameError(record, f"lead naming {src}={dst}: the record has no channel {src!r} "
                                     f"(it has {', '.join(names) or 'none'})")
