@@ -641,14 +641,16 @@ def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True) -> np.n
         if verify:
             _check_against_header(digital, idx, h, file_name, rec)
         invalid = _INVALID_SAMPLE.get(fmt, -(2**31))
+        baselines = np.array([h.signals[i].baseline for i in idx], dtype=np.float64)
+        gains = np.array([h.signals[i].gain for i in idx], dtype=np.float64)
+        phys = (digital.T.astype(np.float64) - baselines[:, None]) / gains[:, None]
+        bad = digital.T == invalid
+        if invalid != -(2**31) and digital.dtype == np.int64:  # float MATLAB NaN marker (see _as_digital)
+            bad |= digital.T == -(2**31)
+        if bad.any():
+            phys[bad] = np.nan
         for j, i in enumerate(idx):
-            s = h.signals[i]
-            d = digital[:, j]
-            p = (d.astype(np.float64) - s.baseline) / s.gain
-            bad = (d == invalid) | (d == -(2**31))
-            if bad.any():
-                p[bad] = np.nan
-            pieces[i] = p
+            pieces[i] = phys[j]
     if not pieces:
         return np.zeros((0, sig_len or 0), dtype=np.float64)
     return np.stack([pieces[i] for i in range(len(h.signals))])
@@ -826,6 +828,7 @@ def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_
     if os.fspath(path) == "":
         raise MissingFileError("<empty path>", "no record path given (empty string)")
     base, ext = _split_path(path)
+    _header_path(path)  # a path without a record name ("." or "dir/") -> MissingFileError
     hea = base.with_name(base.name + ".hea")
     try:
         has_header = hea.is_file()
