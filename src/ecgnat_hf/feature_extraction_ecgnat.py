@@ -479,6 +479,8 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             x = _to_numpy(x)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ECGInputError(f"{where}: cannot read the signal as an array ({exc})") from None
+        if np.iscomplexobj(x):
+            raise ECGInputError(f"{where}: signal is complex ({x.dtype}); ECG samples are real numbers")
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise ECGInputError(f"{where}: signal must be numeric, got dtype {x.dtype}")
         if x.ndim == 1:
