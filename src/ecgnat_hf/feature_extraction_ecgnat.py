@@ -179,8 +179,8 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
         row = x[i][np.isfinite(x[i])]
         mine = []
         ok = True
-        if row.size == 0:
-            mine.append("no samples")
+        if row.size < 2:
+            mine.append("no samples" if row.size == 0 else "a single sample")
             ok = False
             ranges.append(0.0)
         else:
@@ -201,7 +201,10 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
         lead_flags[name] = mine
         flags.extend(f"lead {name} {m}" for m in mine)
     live = [r for r, ok in zip(ranges, usable) if ok]
-    if live and float(np.median(live)) > th.max_range_mv:
+    if live and float(np.median(live)) > th.max_range_mv:  # one finding for the record, not one per lead
+        flags = [f for f in flags if "implausible amplitude" not in f]
+        for name in lead_flags:
+            lead_flags[name] = [m for m in lead_flags[name] if "implausible amplitude" not in m]
         flags.append(f"amplitude suggests microvolts (median lead range {float(np.median(live)):.0f} mV; "
                      "check the units)")
     return QualityReport(names, usable, flags, lead_flags, record)
