@@ -740,7 +740,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", default=None, help="also write the table (Markdown) to this file")
     ap.add_argument("--only", default=None, choices=sorted(GROUPS), help="run one entry point only")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.WARNING, stream=io.StringIO())  # the CLI's warnings are captured per case
     for name in ("datasets", "transformers", "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import warnings

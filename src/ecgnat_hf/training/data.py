@@ -298,8 +298,9 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
             from collections import Counter
 
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(s.reason for s in skipped).items()))
-            logger.warning("%s: %d record(s) left out (%s); first: %s: %s", name, len(skipped), counts,
-                           skipped[0].record, skipped[0].error)
+            logger.warning("%s: %d record(s) left out (%s):%s%s", name, len(skipped), counts,
+                           "".join(f"\n  {s.record}: {s.reason}: {s.error}" for s in skipped[:20]),
+                           f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else "")
     cached: PreparedData = _CACHE[base_key]
     out = {}
     for s in splits:
