@@ -36,6 +36,7 @@ import contextlib  # noqa: E402
 import csv  # noqa: E402
 import io  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -775,8 +776,9 @@ def main(argv=None) -> int:
 def _markdown(results, seconds: float) -> str:
     from collections import Counter
 
-    def cell(s: str) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")[:170]
+    def cell(s: str) -> str:  # temporary folders shortened to <tmp>/
+        s = re.sub(r"/\S*?ecgnat-hostile-[^/]+/(case\d+/)?", "<tmp>/", str(s))
+        return s.replace("|", "\\|").replace("\n", " ")[:170]
 
     counts = Counter(o for _, o, _, _ in results)
     by_entry = Counter(c.entry for c, _, _, _ in results)
