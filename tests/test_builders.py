@@ -381,3 +381,80 @@ def test_pretraining_mixture_ptbxl_and_challenge(ptbxl_dir, cinc_dir, cache):
     ex = next(iter(stream))
     assert ex["source"] == "ptbxl"
     np.testing.assert_allclose(np.asarray(ex["input_values"]), first["input_values"], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- issue 8: strict labels
+from ecgnat_hf.data import LabelFileError  # noqa: E402
+from ecgnat_hf.data.labels import parse_binary_label, read_label_table  # noqa: E402
+
+
+def _write(path: Path, text: str, encoding="utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_binary_label_cells_are_parsed_strictly(tmp_path):
+    for v, want in [("1", 1), ("0", 0), ("0.00", 0), ("1.0", 1), ("FALSE", 0), ("no", 0), ("Yes", 1), ("", None)]:
+        assert parse_binary_label(v) == want, v
+    for v in ("NaN", "2", "-1", "maybe", "0.5"):
+        with pytest.raises(ValueError):
+            parse_binary_label(v)
+    f = _write(tmp_path / "l.csv", "record,AF,NORM\nr1,FALSE,1\nr2,no,0.00\nr3,NaN,1\n")
+    with pytest.raises(LabelFileError, match=r"l\.csv: line 4, column 'AF': 'NaN' is not a 0/1 value") as info:
+        read_label_table(f)
+    assert info.value.row == 4 and info.value.column == "AF"
+    t = read_label_table(_write(tmp_path / "ok.csv", "record,AF,NORM\nr1,FALSE,1\nr2,no,0.00\n"))
+    assert t.rows["r1"]["labels"] == ["NORM"] and t.rows["r2"]["labels"] == []
+
+
+def test_empty_cells_and_conflicting_duplicates_need_an_explicit_policy(tmp_path):
+    f = _write(tmp_path / "l.csv", "record,labels\nr1,AF\nr2,\nr3,NORM\n")
+    with pytest.raises(LabelFileError, match="line 3, column 'labels': empty label cell"):
+        read_label_table(f)
+    assert read_label_table(f, empty_labels="negative").rows["r2"]["labels"] == []
+    t = read_label_table(f, empty_labels="skip")
+    assert "r2" not in t.rows and t.skipped[0][:2] == ("r2", "empty labels")
+    d = _write(tmp_path / "d.csv", "record,labels\nr1,AF\nr2,NORM\nr1,NORM\nr2,NORM\n")
+    with pytest.raises(LabelFileError, match="record 'r1' has conflicting rows \\(lines 2, 4\\)"):
+        read_label_table(d)
+    assert read_label_table(d, duplicate_rows="first").rows["r1"]["labels"] == ["AF"]
+    assert read_label_table(d, duplicate_rows="last").rows["r1"]["labels"] == ["NORM"]
+    t = read_label_table(d, duplicate_rows="skip")
+    assert set(t.rows) == {"r2"} and t.skipped[0][0] == "r1"  # identical r2 rows merged silently
+
+
+def test_unreadable_label_files_name_the_file(tmp_path):
+    latin = _write(tmp_path / "latin.csv", "record,labels\nr1,Vorhofflimmern\nr2,Schenkelblock öäü\n", "latin-1")
+    with pytest.raises(LabelFileError, match=r"latin\.csv: line 3: not valid utf-8 text"):
+        read_label_table(latin)
+    assert read_label_table(latin, encoding="latin-1").rows["r2"]["labels"] == ["Schenkelblock öäü"]
+    for name, text in [("empty.csv", ""), ("blank.csv", "\n\n"), ("nocol.csv", "id,labels\nr1,AF\n"),
+                       ("ragged.csv", "record,labels\nr1,AF,extra\n")]:
+        with pytest.raises(LabelFileError, match=name.replace(".", r"\.")):
+            read_label_table(_write(tmp_path / name, text))
+    with pytest.raises(LabelFileError, match="missing.csv"):
+        read_label_table(tmp_path / "missing.csv")
+
+
+def test_folder_label_policies_and_flat_records_are_reported(own_folder, cache):
+    root, rows = own_folder
+    text = (root / "labels.csv").read_text().splitlines()
+    rec0, rec1 = rows[0]["record"], rows[1]["record"]
+    text[1] = f"{rec0},,p0"  # empty labels cell
+    (root / "labels.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(LabelFileError, match="empty label cell"):
+        ECGFolder(data_dir=str(root), labels_file=str(root / "labels.csv"), cache_dir=cache)
+    # an all-zero record: left out with the quality finding as the reason
+    hea = next(root.rglob(f"{rec1}.hea"))
+    dat = hea.with_suffix(".dat")
+    dat.write_bytes(bytes(len(dat.read_bytes())))
+    lines = hea.read_text().splitlines()
+    lines[1:13] = [" ".join(ln.split()[:5] + ["0", "0", "0"] + ln.split()[8:]) for ln in lines[1:13]]
+    hea.write_text("\n".join(lines) + "\n")
+    b = ECGFolder(data_dir=str(root), labels_file=str(root / "labels.csv"), cache_dir=cache,
+                  empty_labels="skip", validation_fraction=0.0, test_fraction=0.0)
+    b.download_and_prepare()
+    assert b.as_dataset("train").num_rows == 10
+    reasons = {Path(s.record).name: (s.reason, s.error) for s in b.skipped}
+    assert reasons[rec0][0] == "empty labels"
+    assert reasons[rec1][0] == "NoUsableLeadError" and "all 12 leads flat" in reasons[rec1][1]

@@ -17,6 +17,9 @@ from ecgnat_hf.feature_extraction_ecgnat import (
     ECGInputError,
     ECGLeadNameError,
     ECGNATFeatureExtractor,
+    ECGUnusableSignalError,
+    QualityThresholds,
+    check_signal_quality,
     normalize_lead_name,
 )
 
@@ -42,7 +45,7 @@ def test_unknown_alias_raises(bad):
 
 
 def test_lead_mask_and_order():
-    fe = ECGNATFeatureExtractor(scaling="none")
+    fe = ECGNATFeatureExtractor(scaling="none", quality_check=False)  # constant leads: placement only
     x = np.stack([np.full(5000, 1.0), np.full(5000, 2.0), np.full(5000, 3.0)])
     out = fe(x, sampling_rate=500, lead_names=["V1 ", "mlii", "avr"])
     assert out["input_values"].shape == (1, 12, 5000)
@@ -182,8 +185,10 @@ def test_scaling_options():
     np.testing.assert_allclose(np.median(robust, axis=1), 0, atol=1e-3)
     fixed = ECGNATFeatureExtractor(scaling=0.5)(x, sampling_rate=500)["input_values"][0]
     np.testing.assert_allclose(fixed, (x / 0.5).astype(np.float32), rtol=1e-6)
-    flat = ECGNATFeatureExtractor()(np.ones((12, 5000)), sampling_rate=500)["input_values"]
+    flat = ECGNATFeatureExtractor(quality_check=False)(np.ones((12, 5000)), sampling_rate=500)["input_values"]
     assert np.isfinite(flat).all()
+    with pytest.raises(ECGUnusableSignalError, match="all 12 leads flat"):  # the default refuses it
+        ECGNATFeatureExtractor()(np.ones((12, 5000)), sampling_rate=500)
 
 
 def test_filters_run_and_remove_baseline():
@@ -269,3 +274,53 @@ def test_error_bad_settings():
         ECGNATFeatureExtractor(sampling_rate=0)
     with pytest.raises(ECGInputError, match="sampling rates"):
         ECGNATFeatureExtractor()([_rng_signal(), _rng_signal()], sampling_rate=[500])
+
+
+# ------------------------------------------------------------------------------- issue 8: quality and hostile input
+def test_ragged_and_non_numeric_lists_are_typed_errors():
+    fe = ECGNATFeatureExtractor(sampling_rate=100)
+    for bad in ([[0.1, 0.2, 0.3], [0.1, 0.2]], [[[0.0] * 500] * 2, [[0.0] * 400] * 2], [["a", "b"]], [None]):
+        with pytest.raises(ECGInputError):
+            fe(bad, sampling_rate=100)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.001, 1e7])
+def test_implausible_input_rate_is_refused_before_resampling(rate):
+    import time
+
+    fe = ECGNATFeatureExtractor(sampling_rate=100)
+    t0 = time.perf_counter()
+    with pytest.raises(ECGUnusableSignalError, match="implausible sampling rate"):
+        fe(_rng_signal(samples=1000), sampling_rate=rate)
+    assert time.perf_counter() - t0 < 1.0  # no 45 GiB allocation attempted
+    relaxed = ECGNATFeatureExtractor(sampling_rate=100, quality_thresholds={"min_sampling_rate": 0.1})
+    if rate == 0.5:
+        assert relaxed(_rng_signal(samples=1000), sampling_rate=rate)["input_values"].shape[1] == 12
+
+
+def test_dead_lead_masked_and_reported_flat_record_refused_by_name():
+    fe = ECGNATFeatureExtractor(sampling_rate=100)
+    x = _rng_signal(samples=1000)
+    x[3] = 0.0
+    out = fe(x, sampling_rate=100)
+    assert out["lead_mask"][0].tolist() == [1, 1, 1, 0] + [1] * 8
+    assert (out["input_values"][0, 3] == 0).all()
+    assert out.quality_flags == [["lead aVR flat (range 0.000 mV)"]]
+    assert fe(_rng_signal(samples=1000), sampling_rate=100, return_tensors="pt").quality_flags == [[]]
+    with pytest.raises(ECGUnusableSignalError, match=r"^data/r17: no usable lead \(all 12 leads flat\)") as info:
+        fe([x, np.zeros((12, 1000))], sampling_rate=100, record_ids=["data/r16", "data/r17"])
+    assert info.value.report.usable == [False] * 12
+
+
+def test_quality_thresholds_saved_with_the_extractor(tmp_path):
+    fe = ECGNATFeatureExtractor(sampling_rate=100, quality_thresholds={"flat_range_mv": 0.5})
+    fe.save_pretrained(tmp_path)
+    again = ECGNATFeatureExtractor.from_pretrained(tmp_path)
+    assert again.thresholds.flat_range_mv == 0.5 and again.quality_check
+    x = _rng_signal(samples=1000) * 0.1  # robust range ~0.5 mV: flat for this extractor
+    with pytest.raises(ECGUnusableSignalError):
+        again(x, sampling_rate=100)
+    with pytest.raises(ValueError, match="unknown quality threshold"):
+        ECGNATFeatureExtractor(quality_thresholds={"flat_mv": 1})
+    r = check_signal_quality(x, 100, list(CANONICAL_LEADS), QualityThresholds())
+    assert all(r.usable) and r.ok

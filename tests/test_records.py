@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from ecgnat_hf.data import (
     MissingFileError,
     MissingSamplingRateError,
     SamplingRateError,
+    SignalMismatchError,
     TruncatedSignalError,
     lead_indices,
     normalize_lead_name,
@@ -290,9 +292,11 @@ def test_invalid_sample_value_is_nan(dat_copy):
     raw = np.fromfile(dat, dtype="<i2")
     raw[12 * 100 + 3] = -32768  # WFDB "invalid sample" for format 16 -> NaN
     raw.tofile(dat)
-    err = _raises(InvalidSignalError, dat_copy)
+    # the edit also breaks the header's checksum: verify=False reads what the file holds
+    _raises(SignalMismatchError, dat_copy)
+    err = _raises(InvalidSignalError, dat_copy, verify=False)
     assert "aVR" in str(err) and "NaN" in str(err)
-    rec = read_record(dat_copy, check_finite=False)
+    rec = read_record(dat_copy, check_finite=False, verify=False)
     assert np.isnan(rec.signal[3, 100])
 
 
@@ -412,3 +416,144 @@ def test_wfdb_fallback_path(fixtures_dir, monkeypatch, rel):
     slow = read_record(fixtures_dir / rel)
     np.testing.assert_allclose(slow.signal, fast.signal, rtol=0, atol=1e-7)
     assert slow.lead_names == fast.lead_names and slow.metadata["dx"] == fast.metadata["dx"]
+
+
+# ------------------------------------------------------------------------------- issue 8: no silent wrong answers
+def _v73(path, arr):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f["val"] = arr.T  # MATLAB writes matrices transposed into HDF5
+    with open(path, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116, b" "))
+
+
+@pytest.mark.parametrize("how", ["v5", "v5_other_name", "v5_double", "v5_transposed", "v5_compressed",
+                                 "v4_other_name", "v4_double", "v4_two_matrices", "v73"])
+def test_resaved_matlab_signal_file_reads_the_same_leads(cinc_copy, how):
+    """A Challenge .mat re-saved by MATLAB/scipy (another version, variable name, precision or orientation)
+    reads exactly as the original; before, the .hea byte offset 24 was trusted and the leads came out
+    scrambled with header bytes as the first samples."""
+    ref = read_record(cinc_copy)
+    mat = cinc_copy.with_suffix(".mat")
+    val = scipy.io.loadmat(str(mat))["val"]
+    writers = {
+        "v5": lambda: scipy.io.savemat(str(mat), {"val": val}),
+        "v5_other_name": lambda: scipy.io.savemat(str(mat), {"data": val}),
+        "v5_double": lambda: scipy.io.savemat(str(mat), {"val": val.astype(np.float64)}),
+        "v5_transposed": lambda: scipy.io.savemat(str(mat), {"val": val.T}),
+        "v5_compressed": lambda: scipy.io.savemat(str(mat), {"val": val}, do_compression=True),
+        "v4_other_name": lambda: scipy.io.savemat(str(mat), {"signal": val}, format="4"),
+        "v4_double": lambda: scipy.io.savemat(str(mat), {"val": val.astype(np.float64)}, format="4"),
+        "v4_two_matrices": lambda: scipy.io.savemat(str(mat), {"a": np.ones((3, 3)), "val": val}, format="4"),
+        "v73": lambda: _v73(mat, val),
+    }
+    writers[how]()
+    rec = read_record(cinc_copy)
+    assert rec.lead_names == ref.lead_names
+    np.testing.assert_array_equal(rec.signal, ref.signal)
+
+
+def test_foreign_or_damaged_matlab_signal_file_is_refused(cinc_copy, fixtures_dir, tmp_path):
+    mat = cinc_copy.with_suffix(".mat")
+    val = scipy.io.loadmat(str(mat))["val"]
+    scipy.io.savemat(str(mat), {"val": val / 1000.0})  # re-saved in mV: not digital samples
+    assert "non-integer" in str(_raises(HeaderError, cinc_copy))
+    scipy.io.savemat(str(mat), {"val": val[:6]}, format="4")  # 6 leads for a 12-lead header
+    assert "6x5000" in str(_raises(SignalMismatchError, cinc_copy))
+    mat.write_bytes(np.random.default_rng(0).bytes(120_024))  # not a MATLAB file at all
+    assert "not a MATLAB" in str(_raises(HeaderError, cinc_copy))
+    mat.write_bytes(b"")
+    _raises(TruncatedSignalError, cinc_copy)
+    # another record's signal file with the same layout: the header's first samples / checksums differ
+    other = sorted((fixtures_dir / "cinc2021").glob("*.mat"))
+    other = [p for p in other if p.stem != "E07500"] or [fixtures_dir / "cinc2020_quirks" / "Q0001.mat"]
+    scipy.io.savemat(str(mat), {"val": np.roll(val, 1, axis=0)}, format="4")  # leads re-ordered
+    assert "does not match the header" in str(_raises(SignalMismatchError, cinc_copy))
+
+
+def test_byte_flip_and_swapped_dat_are_detected_by_the_header_checksums(dat_copy):
+    dat = dat_copy.with_suffix(".dat")
+    good = dat.read_bytes()
+    flipped = bytearray(good)
+    flipped[5001] ^= 0x10
+    dat.write_bytes(bytes(flipped))
+    err = _raises(SignalMismatchError, dat_copy)
+    assert "checksum" in str(err)
+    raw = np.frombuffer(good, dtype="<i2").reshape(-1, 12)
+    dat.write_bytes(raw[:, [1, 0] + list(range(2, 12))].tobytes())  # leads I and II swapped
+    _raises(SignalMismatchError, dat_copy)
+    assert read_record(dat_copy, verify=False).signal.shape == (12, 5000)  # the check can be turned off
+
+
+def test_empty_path_symlink_loop_and_folder_are_typed(tmp_path):
+    for bad in ("", ".", tmp_path):
+        with pytest.raises(MissingFileError):
+            read_record(bad)
+    loop = tmp_path / "loop.hea"
+    os.symlink(loop, loop)
+    err = _raises(MissingFileError, tmp_path / "loop")
+    assert "symbolic" in str(err).lower() or "loop" in str(err).lower()
+    (tmp_path / "d.hea").mkdir()
+    _raises(MissingFileError, tmp_path / "d")
+
+
+def _unnamed_copy(dat_copy) -> Path:
+    hea = dat_copy.with_suffix(".hea")
+    lines = hea.read_text().splitlines()
+    lines[1:13] = [" ".join(ln.split()[:8]) for ln in lines[1:13]]  # signal lines without descriptions
+    hea.write_text("\n".join(lines) + "\n")
+    return dat_copy
+
+
+def test_record_without_lead_names_reads_and_takes_caller_names(dat_copy):
+    ref = read_record(dat_copy)
+    rec = read_record(_unnamed_copy(dat_copy))
+    assert rec.lead_names == [f"ch{i}" for i in range(12)] and rec.metadata["unnamed_channels"]
+    named = read_record(dat_copy, lead_names=ref.lead_names)
+    assert named.lead_names == ref.lead_names
+    np.testing.assert_array_equal(named.signal, ref.signal)
+    renamed = read_record(dat_copy, lead_names={"ch0": "I", "ch1": "II"})
+    assert renamed.lead_names[:3] == ["I", "II", "ch2"]
+    with pytest.raises(LeadNameError, match="3 lead names"):
+        read_record(dat_copy, lead_names=["I", "II", "III"])
+    with pytest.raises(LeadNameError, match="no channel 'ECG'"):
+        read_record(dat_copy, lead_names={"ECG": "I"})
+
+
+@pytest.mark.parametrize("rate", ["0.5", "0.001", "1e9"])
+def test_implausible_sampling_rate_is_refused(dat_copy, rate):
+    hea = dat_copy.with_suffix(".hea")
+    lines = hea.read_text().splitlines()
+    tok = lines[0].split()
+    tok[2] = rate
+    lines[0] = " ".join(tok)
+    hea.write_text("\n".join(lines) + "\n")
+    err = _raises(SamplingRateError, dat_copy)
+    assert "implausible sampling rate" in str(err)
+    assert read_record(dat_copy, check_sampling_rate=False).sampling_rate == float(rate)
+
+
+def test_signal_quality_flags_and_refusal(shared_data):
+    from ecgnat_hf.data import NoUsableLeadError, QualityThresholds, check_record_quality, check_signal_quality
+
+    # a real Chapman-Ningbo record whose V2, V4 and V6 are all-zero channels
+    rec = read_record(shared_data / "cinc2021-sample" / "JS20004")
+    report = check_record_quality(rec)
+    assert report.unusable_leads == ["V2", "V4", "V6"]
+    assert "lead V2 flat (range 0.000 mV)" in report.flags
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5000))
+    x[1] = np.clip(x[1] * 3, -1, 1)  # clipped at the rails
+    r = check_signal_quality(x, 500, ["I", "II", "III"])
+    assert r.usable == [True, False, True] and "lead II saturated" in r.flags[0]
+    r = check_signal_quality(x * 1000, 500, ["I", "II", "III"],
+                             QualityThresholds(mask_saturated=False))
+    assert any("microvolts" in f for f in r.flags) and all(r.usable)
+    with pytest.raises(NoUsableLeadError, match="rec7: no usable lead \\(all 2 leads flat\\)") as info:
+        check_signal_quality(np.zeros((2, 1000)), 500, ["I", "II"], record="rec7")
+    assert isinstance(info.value, ECGDataError) and info.value.report.usable == [False, False]
+    with pytest.raises(SamplingRateError):
+        check_signal_quality(x, 0.5, ["I", "II", "III"])
+    assert check_signal_quality(np.zeros((1, 100)), 500, ["I"], require_usable=False).usable == [False]
+    loose = check_signal_quality(x * 1e-3, 500, ["I", "II", "III"], {"flat_range_mv": 1e-4})
+    assert loose.usable[0]

@@ -197,20 +197,30 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _parse_leads(text: str | None) -> list[str] | None:
+def _parse_leads(text: str | None) -> list[str] | dict[str, str] | None:
+    """``--lead_names``: ``"I,II"`` -> ``["I", "II"]`` (leads to use, or the names of unnamed channels in
+    order); ``"ECG=I"`` / ``"ECG1=I,ECG2=II"`` -> ``{"ECG": "I", ...}`` (rename channels by name).
+    :class:`UsageError` for anything else."""
     if text is None:
         return None
+    from .data.errors import LeadNameError
+    from .data.leads import parse_lead_names
     from .feature_extraction_ecgnat import ECGLeadNameError, normalize_lead_name
 
-    names = [x.strip() for x in text.replace(";", ",").split(",") if x.strip()]
-    if not names:
+    try:
+        parsed = parse_lead_names(text)
+    except LeadNameError as exc:
+        raise UsageError(f"--lead_names: {exc.problem}") from None
+    if not parsed:
         raise UsageError(f"--lead_names {text!r} names no lead")
-    for n in names:
+    if isinstance(parsed, dict):
+        return parsed
+    for n in parsed:
         try:
             normalize_lead_name(n)
         except ECGLeadNameError as exc:
-            raise UsageError(f"--lead_names: {exc}") from None
-    return names
+            raise UsageError(f"--lead_names: {exc} (to rename a channel, write CHANNEL=LEAD, e.g. ECG=I)") from None
+    return parsed
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -341,9 +351,22 @@ def _cmd_plot(args) -> int:
     if args.model:
         model, fe = _load(args.model, _device(args.device))
 
-    record = read_record(rec_path)  # ECGDataError -> exit 1 in main()
+    if isinstance(leads, dict):  # CHANNEL=LEAD: the record's channels are renamed as it is read
+        record = read_record(rec_path, lead_names=leads)
+        leads = None
+    else:
+        record = read_record(rec_path)  # ECGDataError -> exit 1 in main()
+    if record.n_samples == 0:
+        from .data.errors import InvalidSignalError
+
+        raise InvalidSignalError(record.path, "the record has no samples: nothing to plot")
     if args.start_s < 0 or args.start_s >= record.duration_s:
         raise UsageError(f"--start_s {args.start_s:g} is outside the record ({record.duration_s:.1f} s)")
+    from .data.quality import check_record_quality
+
+    quality = check_record_quality(record, require_usable=False)
+    if quality.flags:  # drawn as recorded, but said out loud: a flat line must not pass for an ECG
+        print(f"{PROG} plot: {record.path}: quality: {quality.short_summary()}", file=sys.stderr)
     output = Path(args.output) if args.output else Path(f"{record.record_id}_ecg.png")
 
     # the printout shows every standard lead of the record (first of any duplicates)
@@ -370,6 +393,8 @@ def _cmd_plot(args) -> int:
         if meta.get("sex"):
             parts.append(str(meta["sex"]))
         title = ", ".join(parts)
+    if quality.flags:
+        title += f"  [quality: {quality.short_summary()}]"
 
     prediction = None
     if model is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any, Sequence
 
@@ -38,6 +39,175 @@ class ECGLeadNameError(ECGInputError):
     def __init__(self, *args, leads=()):
         super().__init__(*args)
         self.leads = tuple(leads)
+
+
+class ECGUnusableSignalError(ECGInputError):
+    """The signal is implausible as an ECG: no lead passed the quality checks, or the sampling rate is out
+    of range. ``report`` holds the :class:`QualityReport` when one was computed."""
+
+    def __init__(self, *args, report=None):
+        super().__init__(*args)
+        self.report = report
+
+
+# ---------------------------------------------------------------------------------------------- quality
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Plausibility limits of :func:`check_signal_quality` (all amplitudes in mV, as the reader returns).
+
+    Calibrated on the real records in ``shared/data`` (486 records, 5,837 leads: PTB-XL, Challenge 2021,
+    MIT-BIH, PTB): the smallest robust range of a live lead there is 0.14 mV, the largest 10.9 mV, and no
+    live lead spends more than 1.2 % of its samples at its extreme value.
+
+    Attributes:
+        min_sampling_rate / max_sampling_rate: accepted input rates in Hz (below 50 Hz a QRS complex is
+            not representable; above 20 kHz the rate is almost certainly a header error).
+        flat_range_mv: a lead whose robust range (99th minus 1st percentile) is below this is *flat*
+            (a disconnected electrode, a zero-filled channel): masked.
+        saturation_fraction: a lead with at least this fraction of its samples pinned at its minimum or
+            maximum value is *saturated* (clipped at the amplifier rails): masked.
+        max_range_mv: a lead whose robust range exceeds this is flagged as implausible; when the median
+            over leads exceeds it the record is flagged "amplitude suggests microvolts" (values in uV
+            labelled mV). Flag only: standardized model inputs do not depend on the scale.
+        mask_saturated: mask saturated leads (default) or only flag them.
+    """
+
+    min_sampling_rate: float = 50.0
+    max_sampling_rate: float = 20000.0
+    flat_range_mv: float = 0.02
+    saturation_fraction: float = 0.1
+    max_range_mv: float = 30.0
+    mask_saturated: bool = True
+
+    @classmethod
+    def from_dict(cls, values) -> "QualityThresholds":
+        if values is None:
+            return cls()
+        if isinstance(values, QualityThresholds):
+            return values
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown quality threshold(s) {unknown}; known: {[f.name for f in fields(cls)]}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class QualityReport:
+    """Result of :func:`check_signal_quality` for one record.
+
+    Attributes:
+        lead_names: the leads checked, as given.
+        usable: per lead, ``True`` when the lead passed (flat and saturated leads are ``False``).
+        flags: human-readable findings, e.g. ``"lead V3 flat (range 0.000 mV)"``,
+            ``"lead II saturated (34% of samples at the rails)"``, ``"amplitude suggests microvolts"``.
+        lead_flags: the findings per lead name (empty list for a clean lead).
+        record: the record named in the flags / errors (may be None).
+    """
+
+    lead_names: list
+    usable: list
+    flags: list
+    lead_flags: dict
+    record: str | None = None
+
+    @property
+    def usable_leads(self) -> list:
+        return [n for n, ok in zip(self.lead_names, self.usable) if ok]
+
+    @property
+    def unusable_leads(self) -> list:
+        return [n for n, ok in zip(self.lead_names, self.usable) if not ok]
+
+    @property
+    def ok(self) -> bool:
+        """No finding at all."""
+        return not self.flags
+
+    def summary(self) -> str:
+        """The flags joined with ``"; "`` (``""`` when clean): the text of a quality column."""
+        return "; ".join(self.flags)
+
+    def short_summary(self) -> str:
+        """Like :meth:`summary`, but ``"all 12 leads flat"`` instead of twelve identical findings."""
+        kinds = {tuple(f.split(" (")[0] for f in v) for v in self.lead_flags.values()}
+        if len(self.lead_names) > 1 and len(kinds) == 1 and kinds != {()}:
+            rest = [f for f in self.flags if not f.startswith("lead ")]
+            return "; ".join([f"all {len(self.lead_names)} leads {', '.join(next(iter(kinds)))}"] + rest)
+        return self.summary()
+
+
+def check_sampling_rate(sampling_rate, thresholds: QualityThresholds | None = None, where: str = "input") -> float:
+    """The rate as a float, or :class:`ECGUnusableSignalError` when it is missing, not a number or outside
+    ``[min_sampling_rate, max_sampling_rate]`` (checked before any resampling allocates memory)."""
+    th = thresholds or QualityThresholds()
+    try:
+        fs = float(sampling_rate)
+    except (TypeError, ValueError):
+        raise ECGInputError(f"{where}: sampling_rate must be a number, got {sampling_rate!r}") from None
+    if not math.isfinite(fs) or fs <= 0:
+        raise ECGInputError(f"{where}: sampling_rate must be positive, got {sampling_rate!r}")
+    if not th.min_sampling_rate <= fs <= th.max_sampling_rate:
+        raise ECGUnusableSignalError(
+            f"{where}: implausible sampling rate {fs:g} Hz for an ECG (accepted {th.min_sampling_rate:g}-"
+            f"{th.max_sampling_rate:g} Hz; see QualityThresholds)"
+        )
+    return fs
+
+
+def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityThresholds | None = None,
+                         record: str | None = None) -> QualityReport:
+    """Plausibility of one (leads, samples) signal in mV: flat, saturated and out-of-range leads.
+
+    Returns a :class:`QualityReport` (never raises for a bad lead; see :class:`QualityThresholds`). The
+    sampling rate is checked with :func:`check_sampling_rate` (raises). NaN/inf samples are ignored in
+    the statistics (the reader and the extractor reject them separately).
+    """
+    th = thresholds or QualityThresholds()
+    where = record if record is not None else "input"
+    check_sampling_rate(sampling_rate, th, where)
+    x = np.asarray(signal, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None, :]
+    names = [str(n) for n in (lead_names if lead_names is not None else [f"ch{i}" for i in range(x.shape[0])])]
+    if len(names) != x.shape[0]:
+        raise ECGInputError(f"{where}: {len(names)} lead names for {x.shape[0]} leads")
+    usable, flags, lead_flags, ranges = [], [], {}, []
+    for i, name in enumerate(names):
+        row = x[i][np.isfinite(x[i])]
+        mine = []
+        ok = True
+        if row.size < 2:
+            mine.append("no samples" if row.size == 0 else "a single sample")
+            ok = False
+            ranges.append(0.0)
+        else:
+            lo, hi = np.percentile(row, [1, 99])
+            rng = float(hi - lo)
+            ranges.append(rng)
+            if rng < th.flat_range_mv:
+                mine.append(f"flat (range {rng:.3f} mV)")
+                ok = False
+            else:
+                pinned = max(int((row >= row.max()).sum()), int((row <= row.min()).sum())) / row.size
+                if pinned >= th.saturation_fraction:
+                    mine.append(f"saturated ({pinned:.0%} of samples at the rails)")
+                    ok = ok and not th.mask_saturated
+                if rng > th.max_range_mv:
+                    mine.append(f"implausible amplitude (range {rng:.1f} mV)")
+        usable.append(ok)
+        lead_flags[name] = mine
+        flags.extend(f"lead {name} {m}" for m in mine)
+    live = [r for r, ok in zip(ranges, usable) if ok]
+    if live and float(np.median(live)) > th.max_range_mv:  # one finding for the record, not one per lead
+        flags = [f for f in flags if "implausible amplitude" not in f]
+        for name in lead_flags:
+            lead_flags[name] = [m for m in lead_flags[name] if "implausible amplitude" not in m]
+        flags.append(f"amplitude suggests microvolts (median lead range {float(np.median(live)):.0f} mV; "
+                     "check the units)")
+    return QualityReport(names, usable, flags, lead_flags, record)
 
 
 # Only unambiguous aliases. Keys are "squashed" names: lower case, without spaces, '_' and '-', and
@@ -135,11 +305,19 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             default), ``"robust"`` (median / inter-quartile range), ``"none"`` (mV), or a positive
             number ``c``: values divided by ``c`` mV.
         padding_value: value of padded samples (masked by ``attention_mask``).
+        quality_check: run :func:`check_signal_quality` on every record (default): flat and saturated
+            leads are masked (``lead_mask`` 0) and reported, a record with no usable lead raises
+            :class:`ECGUnusableSignalError`, an input rate outside the plausible range raises too.
+        quality_thresholds: a dict of :class:`QualityThresholds` fields overriding the defaults, e.g.
+            ``{"flat_range_mv": 0.05, "min_sampling_rate": 25}`` (saved with the extractor).
 
     ``__call__`` returns a ``BatchFeature`` with ``input_values`` (examples, leads, samples) float32,
     ``lead_mask`` (examples, leads) int64, ``attention_mask`` (examples, samples) int64 (1 = real
     sample), ``record_index`` (examples,) int64 (the input record each example came from) and
     ``window_start`` (examples,) float32 seconds, so window predictions can be aggregated per record.
+    The returned object also carries ``quality_flags``: one list of strings per input record (the
+    :class:`QualityReport` flags, empty for a clean record) and ``quality_reports`` (the reports), as
+    attributes rather than items so that ``return_tensors`` still works.
     """
 
     model_input_names = ["input_values", "lead_mask"]
@@ -161,6 +339,8 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         scaling: str | float = "standardize",
         padding_value: float = 0.0,
         return_attention_mask: bool = True,
+        quality_check: bool = True,
+        quality_thresholds: dict | None = None,
         **kwargs,
     ):
         # feature_size is derived from lead_names; a saved preprocessor_config.json contains it, and
@@ -191,6 +371,8 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         self.bandpass_high = float(bandpass_high)
         self.bandpass_order = int(bandpass_order)
         self.scaling = scaling
+        self.quality_check = bool(quality_check)
+        self.quality_thresholds = None if quality_thresholds is None else QualityThresholds.from_dict(quality_thresholds).to_dict()
         self._validate_settings()
 
     # ------------------------------------------------------------------ settings
@@ -219,6 +401,11 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"scaling must be one of {_SCALINGS} or a positive number of mV, got {self.scaling!r}")
 
     @property
+    def thresholds(self) -> QualityThresholds:
+        """The :class:`QualityThresholds` in force (defaults unless ``quality_thresholds`` overrides)."""
+        return QualityThresholds.from_dict(getattr(self, "quality_thresholds", None))
+
+    @property
     def window_length(self) -> int:
         """Samples per example at the target rate (window/crop modes)."""
         return int(round(self.window_s * self.sampling_rate))
@@ -240,7 +427,17 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             if all(_is_array_like(x) for x in raw_signals):
                 items, batched_input = list(raw_signals), True
             else:
-                arr = np.asarray(raw_signals, dtype=np.float64)
+                try:
+                    arr = np.asarray(raw_signals, dtype=np.float64)
+                except (ValueError, TypeError) as exc:
+                    raise ECGInputError(
+                        "raw_signals is a nested list that is not a rectangular array of numbers (ragged "
+                        "leads or records, or non-numeric values); give one (leads, samples) array per "
+                        f"record, e.g. a list of numpy arrays ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+                    ) from None
+                if arr.ndim not in (1, 2, 3):
+                    raise ECGInputError(f"raw_signals has {arr.ndim} dimensions; expected (leads, samples) "
+                                        "or (batch, leads, samples)")
                 items = list(arr) if arr.ndim == 3 else [arr]
                 batched_input = arr.ndim == 3
         else:
@@ -278,9 +475,15 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             out.append((item, fs, ln))
         return out
 
-    def _prepare_record(self, i: int, n_records: int, x, fs, names, ignore_unknown_leads: bool):
-        where = f"record {i}" if n_records > 1 else "input"
-        x = _to_numpy(x)
+    def _prepare_record(self, i: int, n_records: int, x, fs, names, ignore_unknown_leads: bool, where=None):
+        if where is None:
+            where = f"record {i}" if n_records > 1 else "input"
+        try:
+            x = _to_numpy(x)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ECGInputError(f"{where}: cannot read the signal as an array ({exc})") from None
+        if np.iscomplexobj(x):
+            raise ECGInputError(f"{where}: signal is complex ({x.dtype}); ECG samples are real numbers")
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise ECGInputError(f"{where}: signal must be numeric, got dtype {x.dtype}")
         if x.ndim == 1:
@@ -293,12 +496,11 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
                 f"{where}: no sampling rate given: pass sampling_rate=... (Hz) with the signals; the "
                 f"extractor resamples to {self.sampling_rate:g} Hz and cannot guess the input rate"
             )
-        try:
-            fs = float(fs)
-        except (TypeError, ValueError):
-            raise ECGInputError(f"{where}: sampling_rate must be a number, got {fs!r}") from None
-        if not math.isfinite(fs) or fs <= 0:
-            raise ECGInputError(f"{where}: sampling_rate must be positive, got {fs!r}")
+        thresholds = self.thresholds
+        fs = check_sampling_rate(fs, thresholds if getattr(self, "quality_check", True) else
+                                 QualityThresholds(min_sampling_rate=0.0, max_sampling_rate=math.inf), where)
+        if x.shape[1] == 0:
+            raise ECGInputError(f"{where}: the signal has no samples")
         if names is None:
             if x.shape[0] != len(self.lead_names):
                 raise ECGInputError(
@@ -352,13 +554,25 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
                 f"{where}: recording too short: {x.shape[1]} samples at {fs:g} Hz = {duration:.3f} s, "
                 f"minimum is {self.min_length_s:g} s"
             )
+        report = None
+        if getattr(self, "quality_check", True):
+            report = check_signal_quality(x, fs, [names[r] for r in rows], thresholds, record=where)
+            if not any(report.usable):
+                raise ECGUnusableSignalError(
+                    f"{where}: no usable lead ({report.short_summary()}); the record is refused, not scored",
+                    report=report,
+                )
+            keep = [k for k, ok in enumerate(report.usable) if ok]
+            if len(keep) < len(rows):
+                x = x[keep]
+                targets = [targets[k] for k in keep]
         x = self.resample(x, fs)
         x = self._filter(x)
         full = np.zeros((len(self.lead_names), x.shape[1]), dtype=np.float64)
         full[targets] = x
         mask = np.zeros(len(self.lead_names), dtype=np.int64)
         mask[targets] = 1
-        return full, mask
+        return full, mask, report
 
     # ------------------------------------------------------------------ signal processing
     def resample(self, x: np.ndarray, source_rate: float) -> np.ndarray:
@@ -419,6 +633,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         mode: str | None = None,
         return_attention_mask: bool | None = None,
         ignore_unknown_leads: bool = False,
+        record_ids: Sequence[str] | None = None,
         **kwargs,
     ) -> BatchFeature:
         """Preprocess one record or a batch.
@@ -435,6 +650,8 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             window: ``False`` -> whole records padded to the longest (``mode="pad"``), ``True`` ->
                 ``mode="window"``; ``None`` -> the configured ``mode``.
             ignore_unknown_leads: drop non-standard leads (e.g. Frank vx/vy/vz) instead of raising.
+            record_ids: names of the input records (paths), used in error messages instead of
+                "record <i>"; record objects are named by their ``path`` without it.
         """
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
@@ -443,13 +660,25 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         want_attention = self.return_attention_mask if return_attention_mask is None else return_attention_mask
         records = self._split_inputs(raw_signals, sampling_rate, lead_names)
+        if record_ids is not None and len(record_ids) != len(records):
+            raise ECGInputError(f"{len(record_ids)} record_ids given for {len(records)} records")
+        wheres = []
+        for i in range(len(records)):
+            if record_ids is not None:
+                wheres.append(str(record_ids[i]))
+            elif _is_record_like(raw_signals) or (isinstance(raw_signals, (list, tuple)) and i < len(raw_signals)
+                                                   and _is_record_like(raw_signals[i])):
+                item = raw_signals if _is_record_like(raw_signals) else raw_signals[i]
+                wheres.append(str(getattr(item, "path", None) or getattr(item, "record_id", None) or f"record {i}"))
+            else:
+                wheres.append(None)
         prepared = [
-            self._prepare_record(i, len(records), x, fs, names, ignore_unknown_leads)
+            self._prepare_record(i, len(records), x, fs, names, ignore_unknown_leads, where=wheres[i])
             for i, (x, fs, names) in enumerate(records)
         ]
         W, S = self.window_length, self.window_stride
         examples = []  # (signal (leads, n), mask, record index, start sample)
-        for r, (x, mask) in enumerate(prepared):
+        for r, (x, mask, _) in enumerate(prepared):
             n = x.shape[1]
             if mode == "pad" or n <= W:
                 examples.append((x if mode == "pad" else x[:, :W], mask, r, 0))
@@ -484,7 +713,10 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         }
         if want_attention:
             data["attention_mask"] = attention
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        out = BatchFeature(data=data, tensor_type=return_tensors)
+        out.quality_reports = [rep for _, _, rep in prepared]
+        out.quality_flags = [list(rep.flags) if rep is not None else [] for _, _, rep in prepared]
+        return out
 
     def aggregate(self, values, record_index, n_records: int | None = None, reduce: str = "mean") -> np.ndarray:
         """Pool per-window predictions (windows, ...) into per-record ones using ``record_index``."""
@@ -510,6 +742,11 @@ __all__ = [
     "LEAD_ALIASES",
     "ECGInputError",
     "ECGLeadNameError",
+    "ECGUnusableSignalError",
+    "QualityThresholds",
+    "QualityReport",
+    "check_sampling_rate",
+    "check_signal_quality",
     "ECGNATFeatureExtractor",
     "normalize_lead_name",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from ..feature_extraction_ecgnat import ECGInputError, ECGLeadNameError
+from ..feature_extraction_ecgnat import ECGInputError, ECGLeadNameError, ECGUnusableSignalError
 
 __all__ = [
     "ECGDataError",
@@ -27,7 +27,12 @@ __all__ = [
     "LeadNameError",
     "SamplingRateError",
     "MissingSamplingRateError",
+    "NoUsableLeadError",
+    "SignalMismatchError",
+    "UnreadableRecordError",
+    "LabelFileError",
     "ECGInputError",
+    "ECGUnusableSignalError",
     "ECGLeadNameError",
 ]
 
@@ -63,6 +68,16 @@ class InvalidSignalError(ECGDataError, ValueError):
     """The signal contains NaN or infinite values (or is otherwise unusable)."""
 
 
+class SignalMismatchError(ECGDataError, ValueError):
+    """The signal file disagrees with its header (first samples, checksums, MATLAB matrix layout): a
+    corrupted, swapped or re-ordered file, which would otherwise be read as the wrong leads."""
+
+
+class UnreadableRecordError(ECGDataError, ValueError):
+    """The record could not be read for a reason no more specific class describes (the message keeps
+    the underlying error)."""
+
+
 class LeadNameError(ECGDataError, ECGLeadNameError):
     """Unknown, duplicate or missing lead names. Also a ``ValueError``."""
 
@@ -73,3 +88,36 @@ class SamplingRateError(ECGDataError, ValueError):
 
 class MissingSamplingRateError(HeaderError, SamplingRateError):
     """The header (or the MATLAB file, without an explicit ``sampling_rate=``) gives no sampling rate."""
+
+
+class NoUsableLeadError(InvalidSignalError, ECGUnusableSignalError):
+    """No lead of the record passed the signal-quality checks (all flat, dead or saturated): the record
+    is refused rather than scored. ``report`` is the :class:`~ecgnat_hf.data.quality.QualityReport`
+    (``None`` after unpickling). Also an ``ECGUnusableSignalError`` (what the feature extractor raises)."""
+
+    def __init__(self, record, problem: str, report=None):
+        ECGDataError.__init__(self, record, problem)
+        self.report = report
+
+
+class LabelFileError(ECGDataError, ValueError):
+    """A labels table cannot be used: unreadable (encoding, empty), a bad value, an empty cell, conflicting
+    duplicate rows. ``record`` is the file; ``row`` (1-based line number in the file, header = line 1)
+    and ``column`` say where when known."""
+
+    def __init__(self, record, problem: str, row: int | None = None, column: str | None = None):
+        self.row = row
+        self.column = column
+        where = []
+        if row is not None:
+            where.append(f"line {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(record, (", ".join(where) + ": " if where else "") + str(problem))
+        self.problem = str(problem)
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else super().__str__()
+
+    def __reduce__(self):
+        return (self.__class__, (self.record, self.problem, self.row, self.column))

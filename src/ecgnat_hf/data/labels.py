@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,6 +57,9 @@ __all__ = [
     "codes_to_multi_hot",
     "challenge_scored_codes",
     "ptbxl_task_classes",
+    "parse_binary_label",
+    "read_label_table",
+    "LabelTable",
 ]
 
 PTBXL_TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
@@ -384,3 +388,198 @@ def ptbxl_task_classes(database, statements, min_samples: int = 0) -> dict[str, 
     if isinstance(statements, (str, os.PathLike)):
         statements = load_scp_statements(statements)
     return {t: aggregate_ptbxl_labels(database, statements, t, min_samples).classes for t in PTBXL_TASKS}
+
+
+# ------------------------------------------------------------------------------------ user label tables
+_TRUE_WORDS = frozenset({"true", "yes", "y", "t"})
+_FALSE_WORDS = frozenset({"false", "no", "n", "f"})
+EMPTY_LABEL_POLICIES = ("error", "negative", "skip")
+DUPLICATE_ROW_POLICIES = ("error", "first", "last", "skip")
+
+
+def parse_binary_label(value: str) -> int | None:
+    """Strict 0/1 cell: ``0``/``1`` (also ``0.0``, ``1.00``), ``true``/``false``, ``yes``/``no``, ``y``/``n``,
+    ``t``/``f`` (any case) -> 1 or 0; an empty cell -> ``None``; anything else (``NaN``, ``2``, ``-1``,
+    ``maybe``) raises ``ValueError``."""
+    s = str(value).strip()
+    if s == "":
+        return None
+    low = s.lower()
+    if low in _TRUE_WORDS:
+        return 1
+    if low in _FALSE_WORDS:
+        return 0
+    try:
+        number = float(s)
+    except ValueError:
+        number = None
+    if number is not None and number in (0.0, 1.0):
+        return int(number)
+    raise ValueError(f"{s!r} is not a 0/1 value (accepted: 0, 1, true/false, yes/no)")
+
+
+@dataclass
+class LabelTable:
+    """A parsed user labels CSV (see :func:`read_label_table`).
+
+    ``rows``: record key -> ``{"labels", "patient", "split", "age", "sex", "line"}``; ``classes``: class
+    names in column / first-seen-sorted order; ``patient_column``; ``skipped``: ``(key, reason, message)``
+    of rows left out by an explicit ``empty_labels="skip"`` / ``duplicate_rows="skip"`` policy;
+    ``notes``: what the policies did (also logged)."""
+
+    path: str
+    rows: dict
+    classes: list
+    patient_column: str | None
+    skipped: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def read_label_table(
+    path: str | os.PathLike,
+    *,
+    record_column: str = "record",
+    labels_column: str = "labels",
+    patient_column: str | None = None,
+    split_column: str = "split",
+    label_separator: str = ";",
+    classes: Iterable[str] | None = None,
+    encoding: str = "utf-8",
+    empty_labels: str = "error",
+    duplicate_rows: str = "error",
+) -> LabelTable:
+    """Read a labels CSV strictly. Every problem raises :class:`~ecgnat_hf.data.errors.LabelFileError`
+    naming the file, the line and the column.
+
+    * ``encoding``: the file's text encoding (default UTF-8; a BOM is accepted). Bytes that are not
+      valid in it raise (pass ``encoding="latin-1"`` for such files) instead of being guessed.
+    * 0/1 class columns accept only unambiguous values (see :func:`parse_binary_label`).
+    * ``empty_labels``: what an empty ``labels`` cell or an empty 0/1 cell means. ``"error"`` (default):
+      raise; ``"negative"``: no label (an all-negative example / 0); ``"skip"``: leave the record out
+      (reported in ``skipped``).
+    * ``duplicate_rows``: several rows for one record. Identical rows are merged; for conflicting ones
+      ``"error"`` (default) raises, ``"first"``/``"last"`` keep that row, ``"skip"`` leaves the record out.
+    """
+    from .errors import LabelFileError
+
+    src = os.fspath(path)
+    if empty_labels not in EMPTY_LABEL_POLICIES:
+        raise ValueError(f"empty_labels must be one of {EMPTY_LABEL_POLICIES}, got {empty_labels!r}")
+    if duplicate_rows not in DUPLICATE_ROW_POLICIES:
+        raise ValueError(f"duplicate_rows must be one of {DUPLICATE_ROW_POLICIES}, got {duplicate_rows!r}")
+    try:
+        raw = Path(src).read_bytes()
+    except OSError as exc:
+        raise LabelFileError(src, f"cannot read the labels file: {exc.strerror or exc}") from None
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        text = raw.decode(enc)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise LabelFileError(
+            src, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file "
+            "as UTF-8 or give its encoding (labels_encoding='latin-1')", row=line) from None
+    except LookupError:
+        raise ValueError(f"unknown text encoding {encoding!r}") from None
+    if "\x00" in text:
+        raise LabelFileError(src, "the file holds NUL bytes: not a CSV text file")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    table: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            if any(c.strip() for c in row):
+                table.append((reader.line_num, [c.strip() for c in row]))
+    except csv.Error as exc:
+        raise LabelFileError(src, f"not a readable CSV: {exc}", row=reader.line_num) from None
+    if not table:
+        raise LabelFileError(src, f"the file is empty: expected a header row with a '{record_column}' column")
+    header_line, header = table[0]
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise LabelFileError(src, f"duplicate column name(s) {dup}", row=header_line)
+    if record_column not in header:
+        raise LabelFileError(src, f"no '{record_column}' column (columns: {header})", row=header_line)
+    if patient_column is None:
+        patient_column = next((c for c in ("patient", "patient_id") if c in header), None)
+    elif patient_column not in header:
+        raise LabelFileError(src, f"no patient column '{patient_column}' (columns: {header})", row=header_line)
+    col = {c: i for i, c in enumerate(header)}
+    reserved = {record_column, patient_column, split_column, "age", "sex"}
+    use_list = labels_column in header
+    class_cols = [] if use_list else [c for c in header if c not in reserved]
+    if not use_list and not class_cols:
+        raise LabelFileError(src, f"neither a '{labels_column}' column nor class columns (columns: {header})",
+                             row=header_line)
+
+    parsed: dict[str, list[dict]] = {}
+    order: list[str] = []
+    skipped: list[tuple[str, str, str]] = []
+    for line, cells in table[1:]:
+        if len(cells) != len(header):
+            raise LabelFileError(src, f"{len(cells)} cells for {len(header)} columns", row=line)
+        key = cells[col[record_column]]
+        if key.lower().endswith((".hea", ".dat", ".mat")):
+            key = key[:-4]
+        if not key:
+            raise LabelFileError(src, "empty record name", row=line, column=record_column)
+        if use_list:
+            cell = cells[col[labels_column]]
+            labs = [x.strip() for x in cell.split(label_separator) if x.strip()]
+            empty = not labs
+        else:
+            labs, empty = [], False
+            for c in class_cols:
+                try:
+                    v = parse_binary_label(cells[col[c]])
+                except ValueError as exc:
+                    raise LabelFileError(src, str(exc), row=line, column=c) from None
+                if v is None:
+                    empty = True
+                elif v == 1:
+                    labs.append(c)
+        if empty and empty_labels == "error":
+            which = labels_column if use_list else next(c for c in class_cols if cells[col[c]] == "")
+            raise LabelFileError(
+                src, "empty label cell: say what it means with empty_labels='negative' (no label / 0) or "
+                "empty_labels='skip' (leave the record out)", row=line, column=which)
+        if empty and empty_labels == "skip":
+            skipped.append((key, "empty labels", f"{src} line {line}: empty label cell (empty_labels='skip')"))
+            continue
+        entry = {
+            "labels": labs,
+            "patient": cells[col[patient_column]] if patient_column else None,
+            "split": cells[col[split_column]].lower() if split_column in col else "",
+            "age": cells[col["age"]] if "age" in col else None,
+            "sex": cells[col["sex"]] if "sex" in col else None,
+            "line": line,
+        }
+        if key not in parsed:
+            order.append(key)
+        parsed.setdefault(key, []).append(entry)
+
+    rows: dict[str, dict] = {}
+    notes: list[str] = []
+    for key in order:
+        entries = parsed[key]
+        distinct = []
+        for e in entries:
+            sig = (sorted(e["labels"]), e["patient"], e["split"], e["age"], e["sex"])
+            if sig not in [d[0] for d in distinct]:
+                distinct.append((sig, e))
+        if len(distinct) == 1:
+            rows[key] = entries[0]
+            continue
+        lines = ", ".join(str(e["line"]) for e in entries)
+        if duplicate_rows == "error":
+            raise LabelFileError(
+                src, f"record {key!r} has conflicting rows (lines {lines}); fix the file or choose "
+                "duplicate_rows='first', 'last' or 'skip'", row=entries[1]["line"], column=record_column)
+        if duplicate_rows == "skip":
+            skipped.append((key, "conflicting label rows", f"{src} lines {lines}: conflicting rows (duplicate_rows='skip')"))
+            continue
+        rows[key] = entries[0] if duplicate_rows == "first" else entries[-1]
+        notes.append(f"record {key!r}: conflicting rows on lines {lines}; kept line {rows[key]['line']} "
+                     f"(duplicate_rows={duplicate_rows!r})")
+    derived = sorted({c for r in rows.values() for c in r["labels"]}) if use_list else list(class_cols)
+    out_classes = list(classes) if classes is not None else derived
+    return LabelTable(src, rows, out_classes, patient_column, skipped, notes)

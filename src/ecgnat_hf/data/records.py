@@ -39,7 +39,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -51,9 +51,11 @@ from .errors import (
     MissingFileError,
     MissingSamplingRateError,
     SamplingRateError,
+    SignalMismatchError,
     TruncatedSignalError,
+    UnreadableRecordError,
 )
-from .leads import CANONICAL_LEADS, LEAD_ALIASES, _squash
+from .leads import CANONICAL_LEADS, LEAD_ALIASES, _squash, rename_leads
 
 __all__ = ["ECGRecord", "read_record", "read_header", "read_matlab_record", "SIGNAL_EXTENSIONS"]
 
@@ -140,6 +142,7 @@ class _Signal:
     adc_zero: int
     init_value: int | None
     description: str
+    checksum: int | None = None
 
 
 @dataclass
@@ -294,11 +297,14 @@ def _parse_signal_line(line: str, i: int, rec: str, quirks: list[str]) -> _Signa
     adc_res = _to_int(toks[3], "ADC resolution", rec) if len(toks) > 3 else None
     adc_zero = _to_int(toks[4], "ADC zero", rec) if len(toks) > 4 else 0
     init_value = _to_int(toks[5], "initial value", rec) if len(toks) > 5 else None
+    checksum = _to_int(toks[6], "checksum", rec) if len(toks) > 6 else None
     description = " ".join(toks[8:]) if len(toks) > 8 else ""
+    if not math.isfinite(gain):
+        raise HeaderError(rec, f"signal line {i + 1}: gain must be a finite number, got {toks[2]!r}")
     if baseline is None:
         baseline = adc_zero
     return _Signal(file_name, fmt, spf, skew, offset, gain, baseline, units, adc_res, adc_zero,
-                   init_value, description)
+                   init_value, description, checksum)
 
 
 def _parse_age(value: str) -> float | None:
@@ -330,6 +336,9 @@ def _metadata_from_comments(comments: list[str]) -> dict[str, Any]:
 
 def _header_path(path: str | os.PathLike) -> tuple[Path, Path]:
     base, _ = _split_path(path)
+    if not base.name or base.name in (".", ".."):
+        raise MissingFileError(str(path) or "<empty path>", "not a record path (give a record name, e.g. "
+                               "data/00001_lr or data/00001_lr.hea)")
     return base, base.with_name(base.name + ".hea")
 
 
@@ -342,6 +351,8 @@ def _load_header(path: str | os.PathLike) -> tuple[Path, _Header]:
         raise MissingFileError(rec, f"header file {hea.name} not found in {hea.parent}") from None
     except IsADirectoryError:
         raise MissingFileError(rec, f"header path {hea} is a directory") from None
+    except OSError as exc:  # symlink loops (ELOOP), permissions, names too long, I/O errors
+        raise MissingFileError(rec, f"cannot read the header file {hea.name}: {exc.strerror or exc}") from None
     if b"\x00" in raw[:4096]:
         raise HeaderError(rec, f"{hea.name} is not a text header (binary content)")
     try:
@@ -424,6 +435,8 @@ def _needs_wfdb(h: _Header) -> str | None:
     if h.n_seg is not None:
         return "multi-segment record"
     for s in h.signals:
+        if s.file_name.lower().endswith(".mat") and s.samps_per_frame == 1 and not s.skew:
+            continue  # MATLAB files are always read (and validated) here, never by wfdb at a byte offset
         if s.fmt not in _BYTES_PER_SAMPLE:
             return f"format {s.fmt}"
         if s.samps_per_frame != 1:
@@ -433,7 +446,157 @@ def _needs_wfdb(h: _Header) -> str | None:
     return None
 
 
-def _signals_fast(base: Path, h: _Header, rec: str) -> np.ndarray:
+# MATLAB signal files -----------------------------------------------------------------------------
+# MATLAB v4 "type" = M*1000 + O*100 + P*10 + T; P selects the data type of the stored matrix
+_MAT4_DTYPES = {0: "f8", 1: "f4", 2: "i4", 3: "i2", 4: "u2", 5: "u1"}
+
+
+def _mat4_matrices(file: Path, rec: str) -> list[dict]:
+    """Headers of the matrices of a MATLAB v4 file (validated), without reading their data."""
+    size = file.stat().st_size
+    out, pos = [], 0
+    with open(file, "rb") as f:
+        while pos + 20 <= size and len(out) < 64:
+            f.seek(pos)
+            head = f.read(20)
+            le = np.frombuffer(head, dtype="<i4")
+            be = np.frombuffer(head, dtype=">i4")
+            vals, endian = (le, "<") if 0 <= int(le[0]) < 1000 else (be, ">")
+            mtype, mrows, ncols, imagf, namlen = (int(v) for v in vals)
+            m, o, prec, t = mtype // 1000, (mtype // 100) % 10, (mtype // 10) % 10, mtype % 10
+            if (m, o, t) != ((0 if endian == "<" else 1), 0, 0) or prec not in _MAT4_DTYPES or imagf not in (0, 1):
+                if not out:
+                    raise HeaderError(rec, f"signal file {file.name} is not a MATLAB v4/v5/v7.3 file with a numeric "
+                                      f"matrix (v4 type field {int(le[0])})")
+                break  # trailing bytes after the last matrix
+            if mrows < 0 or ncols < 0 or not 1 <= namlen <= 64:
+                raise HeaderError(rec, f"signal file {file.name}: invalid MATLAB v4 matrix header "
+                                  f"({mrows} x {ncols}, name length {namlen})")
+            name = f.read(namlen).split(b"\x00", 1)[0].decode("latin-1")
+            dtype = np.dtype(endian + _MAT4_DTYPES[prec])
+            n_bytes = mrows * ncols * dtype.itemsize * (2 if imagf else 1)
+            data_at = pos + 20 + namlen
+            out.append(dict(name=name, shape=(mrows, ncols), dtype=dtype, offset=data_at, complex=bool(imagf),
+                            available=max(0, size - data_at), needed=n_bytes))
+            pos = data_at + n_bytes
+    return out
+
+
+def _pick_matrix(cands: list[tuple[str, tuple]], n_ch: int, sig_len: int | None, file: Path, rec: str):
+    """Name, orientation ('rows': signals along rows, as the Challenge writes ``val``) of the matrix to use."""
+    def fits(shape, rows_are_signals):
+        r, c = shape if rows_are_signals else shape[::-1]
+        return r == n_ch and (sig_len is None or c == sig_len)
+
+    ordered = sorted(cands, key=lambda kv: kv[0] != "val")
+    for name, shape in ordered:
+        if len(shape) == 2 and fits(shape, True):
+            return name, True
+        if len(shape) == 2 and fits(shape, False):
+            return name, False
+    found = ", ".join(f"{n!r} {'x'.join(map(str, sh))}" for n, sh in cands) or "no matrix"
+    want = f"{n_ch} signals x {sig_len if sig_len is not None else 'any number of'} samples"
+    raise SignalMismatchError(rec, f"signal file {file.name} holds {found}; the header announces {want} (the .mat does "
+                      "not belong to this header, or was re-saved with another layout)")
+
+
+def _as_digital(values: np.ndarray, file: Path, rec: str) -> np.ndarray:
+    if np.iscomplexobj(values):
+        raise HeaderError(rec, f"signal file {file.name} holds complex values")
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not np.array_equal(values[finite], np.round(values[finite])):
+            raise HeaderError(rec, f"signal file {file.name} holds non-integer values: expected digital samples "
+                              "(the header's gain converts them to mV); was it re-saved in physical units?")
+        out = np.where(finite, values, -(2**31)).astype(np.int64)
+        return out
+    return values.astype(np.int64)
+
+
+def _read_mat_digital(file: Path, fmt: str, n_ch: int, sig_len: int | None, rec: str,
+                      quirks: list[str]) -> np.ndarray:
+    """Digital samples (samples, channels) of a MATLAB signal file: v4 header validated (type, dimensions,
+    variable name), v5/v7 through scipy, v7.3 through h5py. The byte offset in the .hea is never used."""
+    with open(file, "rb") as f:
+        head = f.read(128)
+    if not head:
+        raise TruncatedSignalError(rec, f"signal file {file.name} is empty")
+    if head[:6] == b"MATLAB" and b"7.3" in head[:20]:
+        try:
+            import h5py
+        except ImportError:
+            raise HeaderError(rec, f"signal file {file.name} is a MATLAB v7.3 (HDF5) file: install h5py "
+                              "(pip install h5py) to read it") from None
+        try:
+            with h5py.File(file, "r") as h5:
+                cands = [(k, tuple(v.shape[::-1])) for k, v in h5.items()
+                         if isinstance(v, h5py.Dataset) and v.ndim == 2 and v.dtype.kind in "iuf"]
+                name, rows = _pick_matrix(cands, n_ch, sig_len, file, rec)
+                arr = np.asarray(h5[name][()]).T  # HDF5 stores MATLAB matrices transposed
+        except ECGDataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - h5py raises many kinds for broken files
+            raise HeaderError(rec, f"cannot read the MATLAB v7.3 file {file.name}: {exc}") from exc
+        quirks.append(f"{file.name}: MATLAB v7.3 file, variable {name!r}")
+    elif head[:6] == b"MATLAB" or (len(head) >= 128 and head[126:128] in (b"IM", b"MI")):
+        import scipy.io
+
+        try:
+            mat = scipy.io.loadmat(str(file))
+        except Exception as exc:  # noqa: BLE001 - scipy raises many kinds for broken files
+            raise HeaderError(rec, f"cannot read the MATLAB file {file.name}: {exc}") from exc
+        cands = [(k, v.shape) for k, v in mat.items() if not k.startswith("__") and isinstance(v, np.ndarray)
+                 and v.ndim == 2 and v.dtype.kind in "iufc"]
+        name, rows = _pick_matrix(cands, n_ch, sig_len, file, rec)
+        arr = np.asarray(mat[name])
+        quirks.append(f"{file.name}: MATLAB v5/v7 file, variable {name!r}")
+    else:
+        mats = _mat4_matrices(file, rec)
+        name, rows = _pick_matrix([(m["name"], m["shape"]) for m in mats], n_ch, sig_len, file, rec)
+        m = next(m for m in mats if m["name"] == name)
+        if m["available"] < m["needed"]:
+            raise TruncatedSignalError(rec, f"signal file {file.name} is truncated: matrix {name!r} "
+                                       f"{m['shape'][0]}x{m['shape'][1]} needs {m['needed']} bytes, {m['available']} left")
+        count = m["shape"][0] * m["shape"][1]
+        flat = np.fromfile(file, dtype=m["dtype"], count=count * (2 if m["complex"] else 1), offset=m["offset"])
+        if m["complex"]:
+            raise HeaderError(rec, f"signal file {file.name} holds complex values")
+        arr = flat.reshape(m["shape"][1], m["shape"][0]).T  # column-major on disk
+        if name != "val" or m["offset"] != 24:
+            quirks.append(f"{file.name}: MATLAB v4 variable {name!r} with data at byte {m['offset']}")
+    digital = _as_digital(arr, file, rec)
+    if not rows:
+        quirks.append(f"{file.name}: samples along the rows (transposed) ")
+    return digital.T if rows else digital  # -> (samples, channels)
+
+
+def _check_against_header(digital: np.ndarray, idx: list[int], h: _Header, file_name: str, rec: str) -> None:
+    """WFDB headers carry the first sample and a 16-bit checksum of every signal: a corrupted, swapped or
+    re-ordered signal file disagrees with them. Raise :class:`SignalMismatchError` when it does (a value of
+    0 in either field is treated as "not computed", as many writers leave it)."""
+    if digital.shape[0] == 0:
+        return
+    sums = None
+    for j, i in enumerate(idx):
+        s = h.signals[i]
+        # 0 is what writers put in both fields when they do not compute them: not checked
+        if s.init_value and int(digital[0, j]) != s.init_value:
+            raise SignalMismatchError(
+                rec, f"signal file {file_name} does not match the header: the first sample of signal {i + 1} "
+                f"({s.description or 'unnamed'}) is {int(digital[0, j])}, the header says {s.init_value} "
+                "(corrupted, swapped or re-ordered file); read_record(..., verify=False) skips this check")
+        if s.checksum:
+            if sums is None:
+                sums = digital.astype(np.int64).sum(axis=0)
+            if (int(sums[j]) - s.checksum) % 65536 != 0:
+                raise SignalMismatchError(
+                    rec, f"signal file {file_name} does not match the header: checksum of signal {i + 1} "
+                    f"({s.description or 'unnamed'}) is {int(sums[j]) % 65536}, the header says "
+                    f"{s.checksum % 65536} (corrupted, swapped or re-ordered file); read_record(..., "
+                    "verify=False) skips this check")
+
+
+def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True) -> np.ndarray:
     """Read all signals with numpy; returns float64 physical values (leads, samples) in header units."""
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(h.signals):
@@ -450,28 +613,44 @@ def _signals_fast(base: Path, h: _Header, rec: str) -> np.ndarray:
             size = file.stat().st_size
         except FileNotFoundError:
             raise MissingFileError(rec, f"signal file {file_name} not found in {file.parent}") from None
+        except OSError as exc:
+            raise MissingFileError(rec, f"cannot read the signal file {file_name}: {exc.strerror or exc}") from None
+        if not file.is_file():
+            raise MissingFileError(rec, f"signal file {file_name} is not a regular file")
         n_ch = len(idx)
-        bps = _BYTES_PER_SAMPLE[fmt]
-        available = int((size - offset) // (bps * n_ch)) if size > offset else 0
-        if sig_len is None:
-            sig_len = available  # WFDB allows omitting the length: it is then implied by the file size
-        if available < sig_len:
-            expected = offset + int(math.ceil(sig_len * n_ch * bps))
-            raise TruncatedSignalError(
-                rec,
-                f"signal file {file_name} is truncated: {size} bytes hold {available} of the "
-                f"{sig_len} samples per lead the header announces (expected {expected} bytes)",
-            )
-        digital = _read_digital(file, fmt, offset, sig_len * n_ch).reshape(sig_len, n_ch)
-        invalid = _INVALID_SAMPLE[fmt]
+        if file_name.lower().endswith(".mat"):
+            digital = _read_mat_digital(file, fmt, n_ch, sig_len, rec, h.quirks)
+            if sig_len is None:
+                sig_len = digital.shape[0]
+            elif digital.shape[0] != sig_len:
+                raise HeaderError(rec, f"{file_name} holds {digital.shape[0]} samples per signal, the header "
+                                  f"announces {sig_len}")
+        else:
+            bps = _BYTES_PER_SAMPLE[fmt]
+            available = int((size - offset) // (bps * n_ch)) if size > offset else 0
+            if sig_len is None:
+                sig_len = available  # WFDB allows omitting the length: it is then implied by the file size
+            if available < sig_len:
+                expected = offset + int(math.ceil(sig_len * n_ch * bps))
+                raise TruncatedSignalError(
+                    rec,
+                    f"signal file {file_name} is truncated: {size} bytes hold {available} of the "
+                    f"{sig_len} samples per lead the header announces (expected {expected} bytes)",
+                )
+            digital = _read_digital(file, fmt, offset, sig_len * n_ch).reshape(sig_len, n_ch)
+        if verify:
+            _check_against_header(digital, idx, h, file_name, rec)
+        invalid = _INVALID_SAMPLE.get(fmt, -(2**31))
+        baselines = np.array([h.signals[i].baseline for i in idx], dtype=np.float64)
+        gains = np.array([h.signals[i].gain for i in idx], dtype=np.float64)
+        phys = (digital.T.astype(np.float64) - baselines[:, None]) / gains[:, None]
+        bad = digital.T == invalid
+        if invalid != -(2**31) and digital.dtype == np.int64:  # float MATLAB NaN marker (see _as_digital)
+            bad |= digital.T == -(2**31)
+        if bad.any():
+            phys[bad] = np.nan
         for j, i in enumerate(idx):
-            s = h.signals[i]
-            d = digital[:, j]
-            p = (d.astype(np.float64) - s.baseline) / s.gain
-            bad = d == invalid
-            if bad.any():
-                p[bad] = np.nan
-            pieces[i] = p
+            pieces[i] = phys[j]
     if not pieces:
         return np.zeros((0, sig_len or 0), dtype=np.float64)
     return np.stack([pieces[i] for i in range(len(h.signals))])
@@ -587,6 +766,9 @@ def read_record(
     validate_leads: bool = False,
     check_finite: bool = True,
     sampling_rate: float | None = None,
+    lead_names: Sequence[str] | Mapping[str, str] | None = None,
+    verify: bool = True,
+    check_sampling_rate: bool = True,
 ) -> ECGRecord:
     """Read one ECG record as an :class:`ECGRecord` (float32, mV, (leads, samples)).
 
@@ -600,31 +782,88 @@ def read_record(
         check_finite: raise :class:`InvalidSignalError` when the signal holds NaN/inf (also the
             WFDB "invalid sample" value).
         sampling_rate: only for MATLAB files without a header and without known layout.
+        lead_names: name the channels yourself: a list (one name per channel, in order; for records
+            whose header names none, or names them wrongly) or a mapping ``{"ECG": "I"}`` renaming the
+            channels it mentions (matched exactly, then case/space-insensitively). Applied before
+            ``channel_names``. Channels the header leaves unnamed are called ``ch0``, ``ch1``, ...
+        verify: check the signal file against the header's first-sample values and checksums (WFDB
+            signal lines carry both): a corrupted, swapped or re-ordered file raises
+            :class:`SignalMismatchError` instead of being read as the wrong leads.
+        check_sampling_rate: raise :class:`SamplingRateError` for a rate outside the plausible range
+            of :class:`~ecgnat_hf.data.quality.QualityThresholds` (50-20000 Hz).
 
     Raises:
-        MissingFileError, HeaderError (MissingSamplingRateError), TruncatedSignalError,
-        InvalidSignalError, LeadNameError: each names the record and the problem.
+        ECGDataError subclasses only (MissingFileError, HeaderError, MissingSamplingRateError,
+        SamplingRateError, TruncatedSignalError, SignalMismatchError, InvalidSignalError,
+        LeadNameError, UnreadableRecordError), each naming the record and the problem.
     """
+    try:
+        return _read_record(path, channel_names=channel_names, validate_leads=validate_leads,
+                            check_finite=check_finite, sampling_rate=sampling_rate, lead_names=lead_names,
+                            verify=verify, check_sampling_rate=check_sampling_rate)
+    except ECGDataError:
+        raise
+    except MemoryError:
+        raise UnreadableRecordError(os.fspath(path), "not enough memory to read the record") from None
+    except OSError as exc:
+        raise MissingFileError(os.fspath(path), f"cannot read the record: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, EOFError, UnicodeError) as exc:
+        raise UnreadableRecordError(os.fspath(path), f"cannot read the record ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_rate(fs: float, rec: str, check: bool) -> None:
+    if not check:
+        return
+    from ..feature_extraction_ecgnat import QualityThresholds
+
+    th = QualityThresholds()
+    if not th.min_sampling_rate <= fs <= th.max_sampling_rate:
+        raise SamplingRateError(rec, f"implausible sampling rate {fs:g} Hz for an ECG (accepted "
+                                f"{th.min_sampling_rate:g}-{th.max_sampling_rate:g} Hz; "
+                                "read_record(..., check_sampling_rate=False) reads it anyway)")
+
+
+def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_rate, lead_names, verify,
+                 check_sampling_rate) -> ECGRecord:
+    if os.fspath(path) == "":
+        raise MissingFileError("<empty path>", "no record path given (empty string)")
     base, ext = _split_path(path)
+    _header_path(path)  # a path without a record name ("." or "dir/") -> MissingFileError
     hea = base.with_name(base.name + ".hea")
-    if ext == ".mat" and not hea.exists():
-        return read_matlab_record(
+    try:
+        has_header = hea.is_file()
+    except OSError:
+        has_header = False
+    if ext == ".mat" and not has_header:
+        names = list(lead_names) if lead_names is not None and not isinstance(lead_names, Mapping) else None
+        rec = read_matlab_record(
             base.with_suffix(".mat") if base.suffix == "" else base, sampling_rate=sampling_rate,
-            channel_names=channel_names, validate_leads=validate_leads, check_finite=check_finite,
+            lead_names=names, validate_leads=validate_leads, check_finite=check_finite,
         )
+        if isinstance(lead_names, Mapping):
+            rec.lead_names = rename_leads(rec.lead_names, lead_names, rec.path)
+        if channel_names is not None:
+            rec.signal, rec.lead_names = _select_channels(rec.signal, rec.lead_names, channel_names, rec.path)
+        _check_rate(rec.sampling_rate, rec.path, check_sampling_rate)
+        return rec
     base, h = _load_header(path)
     rec = str(base)
+    _check_rate(float(h.fs), rec, check_sampling_rate)
     reason = _needs_wfdb(h)
     if reason is None:
-        signal = _signals_fast(base, h, rec)
+        signal = _signals_fast(base, h, rec, verify=verify)
         units = [s.units for s in h.signals]
     else:
         signal, _ = _signals_wfdb(base, h, rec)
         units = [s.units for s in h.signals] or _
-    lead_names = [s.description for s in h.signals]
-    if signal.shape[0] != len(lead_names):  # wfdb multi-segment: names from wfdb would differ
-        lead_names = [f"ch{i}" for i in range(signal.shape[0])]
-    check_lead_names(lead_names, rec, unknown="raise" if validate_leads else "allow")
+    file_names = [s.description for s in h.signals]
+    unnamed = [i for i, n in enumerate(file_names) if not n.strip()]
+    lead_names_out = [n if n.strip() else f"ch{i}" for i, n in enumerate(file_names)]
+    if signal.shape[0] != len(lead_names_out):  # wfdb multi-segment: names from wfdb would differ
+        lead_names_out = [f"ch{i}" for i in range(signal.shape[0])]
+    if lead_names is not None:
+        lead_names_out = rename_leads(lead_names_out, lead_names, rec)
+    check_lead_names(lead_names_out, rec, unknown="raise" if validate_leads else "allow")
 
     converted = []
     for i, u in enumerate(units):
@@ -645,14 +884,18 @@ def read_record(
         base_date=h.base_date,
         header_quirks=h.quirks,
     )
+    if unnamed:
+        meta["unnamed_channels"] = [f"ch{i}" for i in unnamed]
+    if lead_names is not None:
+        meta["file_lead_names"] = file_names
     if channel_names is not None:
-        signal, lead_names = _select_channels(signal, lead_names, channel_names, rec)
+        signal, lead_names_out = _select_channels(signal, lead_names_out, channel_names, rec)
     if check_finite:
-        _check_finite(signal, lead_names, rec)
+        _check_finite(signal, lead_names_out, rec)
     return ECGRecord(
         signal=np.ascontiguousarray(signal, dtype=np.float32),
         sampling_rate=float(h.fs),
-        lead_names=lead_names,
+        lead_names=lead_names_out,
         record_id=base.name,
         path=rec,
         metadata=meta,

@@ -194,6 +194,22 @@ class DataArguments:
         metadata={"help": "Train/evaluate on a lead subset: a name (6-limb, I+II, II, I, 12-lead) or comma list of leads. "
                           "Absent leads are zeroed and masked."},
     )
+    lead_names: str | None = field(
+        default=None,
+        metadata={"help": "Name the channels of the records: a mapping 'ECG=I' / 'ECG1=I,ECG2=II' (channels called like a "
+                          "key get that lead; e.g. the PhysioNet/CinC 2017 recordings name their single lead 'ECG'), or a comma "
+                          "list 'I,II' giving every record's channels in order (for records whose files name none: ch0, ch1...). "
+                          "Records the naming leaves without a lead the model takes are left out and reported."},
+    )
+    empty_labels: str = field(
+        default="error",
+        metadata={"help": "folder: what an empty label cell means: error (default), negative (no label / 0) or skip (leave the record out)."},
+    )
+    duplicate_rows: str = field(
+        default="error",
+        metadata={"help": "folder: conflicting rows for one record in the labels CSV: error (default), first, last or skip."},
+    )
+    labels_encoding: str = field(default="utf-8", metadata={"help": "folder: text encoding of the labels CSV (e.g. latin-1)."})
     window_s: float = field(default=10.0, metadata={"help": "Example length in seconds (records are cropped from the start / padded)."})
     pretrain_windows: bool = field(
         default=True, metadata={"help": "Pretraining: cut long records into several windows (else the first window only)."}
@@ -220,6 +236,14 @@ class DataArguments:
             if kind not in ("ptbxl", "challenge", "folder", "sample"):
                 raise ValueError(f"--extra_sources item {src!r}: expected kind:path with kind ptbxl, challenge, folder or sample")
         parse_lead_subset(self.leads)  # validate early
+        from ..data.labels import DUPLICATE_ROW_POLICIES, EMPTY_LABEL_POLICIES
+        from ..data.leads import parse_lead_names
+
+        parse_lead_names(self.lead_names)  # LeadNameError (a ValueError) for a bad target lead
+        if self.empty_labels not in EMPTY_LABEL_POLICIES:
+            raise ValueError(f"--empty_labels must be one of {', '.join(EMPTY_LABEL_POLICIES)}, got {self.empty_labels!r}")
+        if self.duplicate_rows not in DUPLICATE_ROW_POLICIES:
+            raise ValueError(f"--duplicate_rows must be one of {', '.join(DUPLICATE_ROW_POLICIES)}, got {self.duplicate_rows!r}")
 
 
 @dataclass

@@ -256,7 +256,7 @@ class ResNet1dForSequenceClassification(ResNet1dPreTrainedModel):
         outputs = self.resnet1d(
             input_values, lead_mask=lead_mask, output_hidden_states=output_hidden_states, return_dict=True
         )
-        logits = self.classifier(self.dropout(self.head_norm(outputs.pooler_output)))
+        logits = self.classifier(self.dropout(self._normalize(outputs.pooler_output)))
 
         loss = None
         if labels is not None:
@@ -266,6 +266,15 @@ class ResNet1dForSequenceClassification(ResNet1dPreTrainedModel):
             out = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
             return ((loss,) + out) if loss is not None else out
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _normalize(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head's BatchNorm. A training batch of one example (the last batch of a dataset whose size
+        is 1 more than a multiple of the batch size) has no batch statistics: it is normalised with the
+        running statistics instead of failing, and they are left unchanged."""
+        if self.training and pooled.shape[0] == 1:
+            n = self.head_norm
+            return F.batch_norm(pooled, n.running_mean, n.running_var, n.weight, n.bias, training=False, eps=n.eps)
+        return self.head_norm(pooled)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.problem_type is None:

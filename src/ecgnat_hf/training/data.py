@@ -113,6 +113,9 @@ def make_builder(kind: str, data_dir: str | None, data_args, model_rate: float, 
                   seed=data_args.split_seed, label_type=data_args.label_type)
         if labelled and data_args.labels_csv:
             kw["labels_file"] = str(data_args.labels_csv)
+            for opt in ("empty_labels", "duplicate_rows", "labels_encoding"):
+                if getattr(data_args, opt, None):
+                    kw[opt] = getattr(data_args, opt)
         return ECGFolder(data_dir=str(data_dir), **kw), "ECG folder"
     raise ValueError(f"unknown dataset kind {kind!r}")
 
@@ -147,10 +150,28 @@ def _cache_key(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str):
+def _record_name(batch, i: int) -> str:
+    for col in ("path", "record_id"):
+        if col in batch and batch[col] is not None:
+            return str(batch[col][i])
+    return f"example {i}"
+
+
+def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str, lead_names=None, skipped=None):
     """Map a builder split to input_values / lead_mask (/ labels). ``mode``: 'crop' keeps one example per
-    record (first window, short records padded); 'window' cuts long records into several windows."""
+    record (first window, short records padded); 'window' cuts long records into several windows.
+
+    ``lead_names``: a lead-naming spec (:func:`ecgnat_hf.data.leads.parse_lead_names`: ``["I"]`` or
+    ``{"ECG": "I"}``) applied to every record's channel names first. Records the feature extractor
+    refuses (too short, no usable lead, no lead the model takes, implausible rate, a lead naming that
+    does not fit) are left out and appended to ``skipped`` as ``SkippedRecord(path, reason, message)``,
+    so nothing the builder accepted can abort training."""
     import datasets
+
+    from ..data.builders.common import SkippedRecord
+    from ..data.errors import ECGDataError
+    from ..data.leads import rename_leads
+    from ..feature_extraction_ecgnat import ECGInputError
 
     n_leads = len(feature_extractor.lead_names)
     T = feature_extractor.window_length
@@ -160,25 +181,82 @@ def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str):
     }
     if keep_labels:
         feats["labels"] = ds.features["labels"]
+    skipped = [] if skipped is None else skipped
+    seen = {(s.record, s.reason) for s in skipped}
+
+    def skip(name, exc):
+        reason = type(exc).__name__
+        msg = str(exc)
+        for prefix in ("input: ", f"{name}: "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+        if (name, reason) not in seen:
+            seen.add((name, reason))
+            skipped.append(SkippedRecord(name, reason, msg))
+            logger.warning("%s: left out of %s: %s", name, desc, msg)
+
+    def call(signals, rates, names, ids):
+        return feature_extractor(signals, sampling_rate=rates, lead_names=names, mode=mode, ignore_unknown_leads=True,
+                                 return_attention_mask=False, record_ids=ids)
 
     def fn(batch):
-        out = feature_extractor(
-            list(batch["signal"]),
-            sampling_rate=[float(r) for r in batch["sampling_rate"]],
-            lead_names=[list(n) for n in batch["lead_names"]],
-            mode=mode,
-            ignore_unknown_leads=True,
-            return_attention_mask=False,
-        )
-        res = {"input_values": out["input_values"], "lead_mask": out["lead_mask"].astype(np.int8)}
+        n = len(batch["signal"])
+        keep, signals, rates, names, ids = [], [], [], [], []
+        for i in range(n):
+            rid = _record_name(batch, i)
+            try:
+                ln = [str(x) for x in batch["lead_names"][i]]
+                if lead_names is not None:
+                    ln = rename_leads(ln, lead_names, rid, missing="ignore")
+            except ECGDataError as exc:
+                skip(rid, exc)
+                continue
+            keep.append(i)
+            signals.append(batch["signal"][i])
+            rates.append(float(batch["sampling_rate"][i]))
+            names.append(ln)
+            ids.append(rid)
+        outs = []
+        if signals:
+            try:
+                out = call(signals, rates, names, ids)
+                outs.append((out, keep))
+            except ECGInputError:  # find the record(s) at fault; keep the others
+                for j, i in enumerate(keep):
+                    try:
+                        outs.append((call([signals[j]], [rates[j]], [names[j]], [ids[j]]), [i]))
+                    except ECGInputError as exc:
+                        skip(ids[j], exc)
+        values = [o["input_values"] for o, _ in outs]
+        masks = [o["lead_mask"].astype(np.int8) for o, _ in outs]
+        res = {
+            "input_values": np.concatenate(values) if values else np.zeros((0, n_leads, T), dtype=np.float32),
+            "lead_mask": np.concatenate(masks) if masks else np.zeros((0, n_leads), dtype=np.int8),
+        }
         if keep_labels:
-            res["labels"] = [batch["labels"][i] for i in out["record_index"]]
+            res["labels"] = [batch["labels"][src[r]] for o, src in outs for r in o["record_index"]]
         return res
 
-    src = ds.with_format("numpy", columns=["signal", "sampling_rate", "lead_names"] + (["labels"] if keep_labels else []))
+    extra = [c for c in ("path", "record_id") if c in ds.column_names]
+    src = ds.with_format("numpy", columns=["signal", "sampling_rate", "lead_names"] + extra
+                         + (["labels"] if keep_labels else []))
     mapped = src.map(fn, batched=True, batch_size=64, remove_columns=ds.column_names,
-                     features=datasets.Features(feats), keep_in_memory=True, desc=desc)
+                     features=datasets.Features(feats), keep_in_memory=True, load_from_cache_file=False, desc=desc)
     return mapped
+
+
+def _lead_naming(data_args):
+    from ..data.leads import parse_lead_names
+
+    return parse_lead_names(getattr(data_args, "lead_names", None))
+
+
+def _require_examples(splits: dict, split: str, name: str, skipped: list) -> None:
+    """A clear error instead of a Trainer crash when every record of a split was left out."""
+    if split in splits and len(splits[split]) == 0:
+        first = f" First: {skipped[0].record}: {skipped[0].error}" if skipped else ""
+        raise ValueError(f"{name}: no usable {split} example: all {len(skipped)} left-out record(s) are listed in the "
+                         f"log.{first} (name the channels with --lead_names, e.g. ECG=I)")
 
 
 def prepare_classification_data(data_args, feature_extractor, splits: Sequence[str] = ("train", "validation", "test"),
@@ -193,7 +271,9 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
                           data_args.train_folds, data_args.validation_folds, data_args.test_folds,
                           data_args.labels_csv, data_args.label_type, data_args.challenge_sources,
                           data_args.validation_fraction, data_args.test_fraction, data_args.split_seed,
-                          data_args.max_records, data_args.window_s, data_args.cache_dir, _fe_key(feature_extractor))
+                          data_args.max_records, data_args.window_s, data_args.cache_dir, _fe_key(feature_extractor),
+                          getattr(data_args, "lead_names", None), getattr(data_args, "empty_labels", None),
+                          getattr(data_args, "duplicate_rows", None), getattr(data_args, "labels_encoding", None))
     if base_key not in _CACHE:
         builder, name = make_builder(kind, data_args.data_dir, data_args, feature_extractor.sampling_rate)
         dd = load_splits(builder, data_args)
@@ -201,16 +281,26 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
             raise ValueError(f"{name} at {data_args.data_dir}: no labels (pass --labels_csv for a folder)")
         label_names = [str(n) for n in builder.label_names]
         single = data_args.dataset == "folder" and data_args.label_type == "single_label"
-        full = {s: _featurize(dd[s], feature_extractor, "crop", True, f"preprocessing {s}") for s in dd}
+        naming = _lead_naming(data_args)
+        skipped = list(getattr(builder, "skipped", []))
+        full = {s: _featurize(dd[s], feature_extractor, "crop", True, f"preprocessing {s}", naming, skipped)
+                for s in dd}
+        _require_examples(full, "train", name, skipped)
+        full = {s: d for s, d in full.items() if len(d)}
         for s in full:
             full[s] = full[s].with_format("torch")
         _CACHE[base_key] = PreparedData(
             splits=full, label_names=label_names,
             problem_type="single_label_classification" if single else "multi_label_classification",
-            dataset_name=name, skipped=list(getattr(builder, "skipped", [])),
+            dataset_name=name, skipped=skipped,
         )
-        if builder.skipped:
-            logger.warning("%s: %d record(s) skipped (first: %s)", name, len(builder.skipped), builder.skipped[0])
+        if skipped:
+            from collections import Counter
+
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(s.reason for s in skipped).items()))
+            logger.warning("%s: %d record(s) left out (%s):%s%s", name, len(skipped), counts,
+                           "".join(f"\n  {s.record}: {s.reason}: {s.error}" for s in skipped[:20]),
+                           f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else "")
     cached: PreparedData = _CACHE[base_key]
     out = {}
     for s in splits:
@@ -248,24 +338,31 @@ def prepare_pretraining_data(data_args, feature_extractor, eval_fraction: float 
         sources.append((kind.lower(), path or None))
     key = _cache_key("pre", sources, data_args.task, data_args.sampling_rate, data_args.train_folds,
                      data_args.validation_folds, data_args.test_folds, data_args.max_records, mode,
-                     data_args.cache_dir, data_args.split_seed, _fe_key(feature_extractor))
+                     data_args.cache_dir, data_args.split_seed, _fe_key(feature_extractor),
+                     getattr(data_args, "lead_names", None))
     if key not in _CACHE:
         train_parts, val_parts, names = [], [], []
+        naming, skipped = _lead_naming(data_args), []
         for i, (kind, path) in enumerate(sources):
             builder, name = make_builder(kind, path, data_args, feature_extractor.sampling_rate, labelled=False)
             builder.download_and_prepare()
             dd = builder.as_dataset()
             names.append(name)
             if i == 0:
-                train_parts.append(_featurize(dd["train"], feature_extractor, mode, False, f"windows {name} train"))
+                train_parts.append(_featurize(dd["train"], feature_extractor, mode, False, f"windows {name} train",
+                                              naming, skipped))
                 if "validation" in dd:
-                    val_parts.append(_featurize(dd["validation"], feature_extractor, "crop", False, f"windows {name} validation"))
+                    val_parts.append(_featurize(dd["validation"], feature_extractor, "crop", False,
+                                                f"windows {name} validation", naming, skipped))
             else:
                 for s in dd:
                     if kind in ("sample", "ptbxl") and s == "test":
                         continue
-                    train_parts.append(_featurize(dd[s], feature_extractor, mode, False, f"windows {name} {s}"))
+                    train_parts.append(_featurize(dd[s], feature_extractor, mode, False, f"windows {name} {s}",
+                                                  naming, skipped))
         train = datasets.concatenate_datasets(train_parts) if len(train_parts) > 1 else train_parts[0]
+        _require_examples({"train": train}, "train", " + ".join(names), skipped)
+        val_parts = [v for v in val_parts if len(v)]
         if val_parts:
             val = datasets.concatenate_datasets(val_parts) if len(val_parts) > 1 else val_parts[0]
         else:

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import ECGDataError
 from ..leads import CANONICAL_LEADS, lead_indices
+from ..quality import check_record_quality
 from ..records import read_record
 
 logger = logging.getLogger(__name__)
@@ -80,11 +81,14 @@ class ECGBuilderConfig(datasets.BuilderConfig):
         max_records: keep only the first N records (after sorting and filtering); for quick runs.
         record_ids: keep only these record ids.
         canonical_leads: reorder 12-lead records to I, II, III, aVR, aVL, aVF, V1-V6.
+        quality_check: leave out (and report, reason ``NoUsableLeadError``) records none of whose leads
+            passes :func:`ecgnat_hf.data.quality.check_signal_quality` (all flat / saturated).
     """
 
     max_records: int | None = None
     record_ids: tuple | None = None
     canonical_leads: bool = True
+    quality_check: bool = True
 
 
 def normalize_sex(value) -> str | None:
@@ -244,8 +248,10 @@ class ECGDatasetBuilder(datasets.GeneratorBasedBuilder):
         ``skipped``: typed data errors keep their class as the reason, anything else is 'unreadable'."""
         try:
             rec = read_record(path, **read_kwargs)
-            if rec.signal.shape[1] < int(min_samples):
-                raise ECGDataError(path, f"only {rec.signal.shape[1]} samples (min_samples={min_samples})")
+            if rec.signal.shape[1] < max(int(min_samples), 1):
+                raise ECGDataError(path, f"only {rec.signal.shape[1]} samples (min_samples={max(int(min_samples), 1)})")
+            if getattr(self.config, "quality_check", True):
+                check_record_quality(rec, require_usable=True)
             signal, leads = self._place_leads(rec)
         except ECGDataError as exc:
             self._skip(path, exc)

@@ -17,6 +17,12 @@ Labels CSV
   splits are then made by patient, so no patient appears in two splits;
 * optional ``split`` column with ``train``/``validation``/``test`` to fix the split yourself.
 
+The table is parsed strictly (:func:`ecgnat_hf.data.labels.read_label_table`): 0/1 columns take only
+unambiguous values (``0``/``1``, ``true``/``false``, ``yes``/``no``), and an empty label cell or two
+conflicting rows for one record raise :class:`~ecgnat_hf.data.errors.LabelFileError` naming the file,
+line and column unless ``empty_labels`` (``"negative"``, ``"skip"``) or ``duplicate_rows`` (``"first"``,
+``"last"``, ``"skip"``) says what they mean. ``labels_encoding`` (default UTF-8) is the file's encoding.
+
 ``label_type="multi_label"``: ``labels`` is multi-hot float32 (BCE); ``"single_label"``: ``labels``
 is a ``ClassLabel`` int (cross-entropy) and a record with several labels is reported in ``skipped``.
 Without a labels file the folder is unlabelled (one ``train`` split, for pretraining).
@@ -36,6 +42,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from ..labels import read_label_table
 from .common import ECGBuilderConfig, ECGDatasetBuilder, _float_or_none, find_records, normalize_sex, signal_feature
 
 logger = logging.getLogger(__name__)
@@ -87,9 +94,18 @@ class ECGFolderConfig(ECGBuilderConfig):
     seed: int = 0
     include_matlab: bool = False
     matlab_sampling_rate: float | None = None
+    labels_encoding: str = "utf-8"
+    empty_labels: str = "error"  # or "negative", "skip"
+    duplicate_rows: str = "error"  # or "first", "last", "skip"
 
     def __post_init__(self):
         super().__post_init__()
+        from ..labels import DUPLICATE_ROW_POLICIES, EMPTY_LABEL_POLICIES
+
+        if self.empty_labels not in EMPTY_LABEL_POLICIES:
+            raise ValueError(f"empty_labels must be one of {EMPTY_LABEL_POLICIES}, got {self.empty_labels!r}")
+        if self.duplicate_rows not in DUPLICATE_ROW_POLICIES:
+            raise ValueError(f"duplicate_rows must be one of {DUPLICATE_ROW_POLICIES}, got {self.duplicate_rows!r}")
         if self.label_type not in ("multi_label", "single_label"):
             raise ValueError(f"label_type must be 'multi_label' or 'single_label', got {self.label_type!r}")
         if not 0 <= self.validation_fraction < 1 or not 0 <= self.test_fraction < 1:
@@ -113,42 +129,16 @@ class ECGFolder(ECGDatasetBuilder):
         if not cfg.labels_file:
             self._cached_table = None
             return None
-        import pandas as pd
-
-        df = pd.read_csv(cfg.labels_file, dtype=str, keep_default_na=False)
-        if cfg.record_column not in df.columns:
-            raise ValueError(f"{cfg.labels_file}: no '{cfg.record_column}' column (columns: {list(df.columns)})")
-        patient_col = cfg.patient_column
-        if patient_col is None:
-            patient_col = next((c for c in ("patient", "patient_id") if c in df.columns), None)
-        elif patient_col not in df.columns:
-            raise ValueError(f"{cfg.labels_file}: no patient column '{patient_col}'")
-        reserved = {cfg.record_column, patient_col, cfg.split_column, "age", "sex"}
-        if cfg.labels_column in df.columns:
-            per_row = [
-                [s.strip() for s in str(v).split(cfg.label_separator) if s.strip()] for v in df[cfg.labels_column]
-            ]
-            derived = sorted({c for labs in per_row for c in labs})
-        else:
-            class_cols = [c for c in df.columns if c not in reserved]
-            if not class_cols:
-                raise ValueError(f"{cfg.labels_file}: neither a '{cfg.labels_column}' column nor class columns")
-            per_row = [[c for c in class_cols if str(row[c]).strip() not in ("", "0", "0.0", "false", "False")]
-                       for _, row in df.iterrows()]
-            derived = list(class_cols)
-        classes = list(cfg.classes) if cfg.classes is not None else derived
-        rows = {}
-        for i, (_, row) in enumerate(df.iterrows()):
-            key = str(row[cfg.record_column]).strip()
-            key = key[:-4] if key.lower().endswith((".hea", ".dat", ".mat")) else key
-            rows[key] = {
-                "labels": per_row[i],
-                "patient": str(row[patient_col]).strip() if patient_col else None,
-                "split": str(row[cfg.split_column]).strip().lower() if cfg.split_column in df.columns else "",
-                "age": row.get("age"),
-                "sex": row.get("sex"),
-            }
-        self._cached_table = {"rows": rows, "classes": classes, "patient_column": patient_col}
+        t = read_label_table(
+            cfg.labels_file, record_column=cfg.record_column, labels_column=cfg.labels_column,
+            patient_column=cfg.patient_column, split_column=cfg.split_column, label_separator=cfg.label_separator,
+            classes=cfg.classes, encoding=cfg.labels_encoding, empty_labels=cfg.empty_labels,
+            duplicate_rows=cfg.duplicate_rows,
+        )
+        for note in t.notes:
+            logger.warning("%s: %s", cfg.labels_file, note)
+        self._cached_table = {"rows": t.rows, "classes": t.classes, "patient_column": t.patient_column,
+                              "skipped": t.skipped}
         return self._cached_table
 
     @property
@@ -191,12 +181,19 @@ class ECGFolder(ECGDatasetBuilder):
         if t is None:
             return [(str(r), None) for r in recs]
         rows = t["rows"]
+        left_out = {}
+        for key, reason, msg in t.get("skipped", []):
+            left_out[key] = (reason, msg)
         used = set()
         for r in recs:
             rel = r.relative_to(root)
             rel_key = str(rel.with_suffix("") if rel.suffix.lower() == ".mat" else rel).replace("\\", "/")
             stem = r.stem if r.suffix.lower() == ".mat" else r.name
             key = rel_key if rel_key in rows else (stem if stem in rows else None)
+            if key is None and (rel_key in left_out or stem in left_out):
+                reason, msg = left_out.get(rel_key) or left_out[stem]
+                self._skip(r, msg, reason=reason)
+                continue
             if key is None:
                 self._skip(r, f"{rel_key}: no row in the labels file {self.config.labels_file}", reason="not in labels file")
                 continue
