@@ -392,6 +392,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 def _decode_212(raw: np.ndarray, n: int) -> np.ndarray:
     """Format 212: two 12-bit two's-complement samples in three bytes."""
     n_pairs = (n + 1) // 2
+    if raw.size < n_pairs * 3:  # an odd value count ends on a half pair: its last byte is not in the file
+        raw = np.concatenate([raw, np.zeros(n_pairs * 3 - raw.size, dtype=raw.dtype)])
     b = raw[: n_pairs * 3].astype(np.int32).reshape(-1, 3)
     out = np.empty(n_pairs * 2, dtype=np.int32)
     out[0::2] = b[:, 0] | ((b[:, 1] & 0x0F) << 8)
@@ -433,8 +435,11 @@ def _needs_wfdb(h: _Header) -> str | None:
     return None
 
 
-def _signals_fast(base: Path, h: _Header, rec: str) -> np.ndarray:
-    """Read all signals with numpy; returns float64 physical values (leads, samples) in header units."""
+def _signals_fast(base: Path, h: _Header, rec: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Read the signals with numpy; returns float64 physical values (leads, samples) in header units.
+
+    ``start``/``stop``: read only samples ``[start, stop)`` of each lead (``stop`` None: to the end);
+    the whole file is still checked against the header for truncation."""
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(h.signals):
         groups.setdefault(s.file_name, []).append(i)
@@ -455,6 +460,7 @@ def _signals_fast(base: Path, h: _Header, rec: str) -> np.ndarray:
         available = int((size - offset) // (bps * n_ch)) if size > offset else 0
         if sig_len is None:
             sig_len = available  # WFDB allows omitting the length: it is then implied by the file size
+            h.sig_len = sig_len
         if available < sig_len:
             expected = offset + int(math.ceil(sig_len * n_ch * bps))
             raise TruncatedSignalError(
@@ -462,7 +468,12 @@ def _signals_fast(base: Path, h: _Header, rec: str) -> np.ndarray:
                 f"signal file {file_name} is truncated: {size} bytes hold {available} of the "
                 f"{sig_len} samples per lead the header announces (expected {expected} bytes)",
             )
-        digital = _read_digital(file, fmt, offset, sig_len * n_ch).reshape(sig_len, n_ch)
+        lo, hi = _clip_range(start, stop, sig_len)
+        # frame-aligned read of samples [lo, hi); format 212 packs 2 values in 3 bytes, so start on an even value
+        first = lo * n_ch - (lo * n_ch) % 2 if fmt == "212" else lo * n_ch
+        skip = lo * n_ch - first
+        digital = _read_digital(file, fmt, offset + int(first * bps), (hi - lo) * n_ch + skip)
+        digital = digital[skip:].reshape(hi - lo, n_ch)
         invalid = _INVALID_SAMPLE[fmt]
         for j, i in enumerate(idx):
             s = h.signals[i]
@@ -475,6 +486,12 @@ def _signals_fast(base: Path, h: _Header, rec: str) -> np.ndarray:
     if not pieces:
         return np.zeros((0, sig_len or 0), dtype=np.float64)
     return np.stack([pieces[i] for i in range(len(h.signals))])
+
+
+def _clip_range(start: int, stop: int | None, sig_len: int) -> tuple[int, int]:
+    lo = min(max(int(start), 0), sig_len)
+    hi = sig_len if stop is None else min(max(int(stop), lo), sig_len)
+    return lo, hi
 
 
 def _sanitised_header_text(h: _Header) -> str:
@@ -587,6 +604,8 @@ def read_record(
     validate_leads: bool = False,
     check_finite: bool = True,
     sampling_rate: float | None = None,
+    start: int = 0,
+    stop: int | None = None,
 ) -> ECGRecord:
     """Read one ECG record as an :class:`ECGRecord` (float32, mV, (leads, samples)).
 
@@ -600,6 +619,12 @@ def read_record(
         check_finite: raise :class:`InvalidSignalError` when the signal holds NaN/inf (also the
             WFDB "invalid sample" value).
         sampling_rate: only for MATLAB files without a header and without known layout.
+        start, stop: read only samples ``[start, stop)`` of each lead (clipped to the record), for
+            reading long recordings piece by piece (``ecgnat_hf.streaming``). Only those samples are
+            read from disk for the formats decoded here (16, 61, 80, 160, 212, 24, 32, Challenge
+            ``.mat``); other formats and MATLAB files without a header are read whole, then cut.
+            ``metadata["sample_range"]`` is the range read and ``metadata["record_samples"]`` the
+            record's full length per lead.
 
     Raises:
         MissingFileError, HeaderError (MissingSamplingRateError), TruncatedSignalError,
@@ -608,19 +633,30 @@ def read_record(
     base, ext = _split_path(path)
     hea = base.with_name(base.name + ".hea")
     if ext == ".mat" and not hea.exists():
-        return read_matlab_record(
+        record = read_matlab_record(
             base.with_suffix(".mat") if base.suffix == "" else base, sampling_rate=sampling_rate,
             channel_names=channel_names, validate_leads=validate_leads, check_finite=check_finite,
         )
+        lo, hi = _clip_range(start, stop, record.n_samples)
+        record.metadata.update(sample_range=(lo, hi), record_samples=record.n_samples)
+        if (lo, hi) != (0, record.n_samples):
+            record.signal = np.ascontiguousarray(record.signal[:, lo:hi])
+        return record
     base, h = _load_header(path)
     rec = str(base)
     reason = _needs_wfdb(h)
     if reason is None:
-        signal = _signals_fast(base, h, rec)
+        signal = _signals_fast(base, h, rec, start, stop)
         units = [s.units for s in h.signals]
+        total = int(h.sig_len or 0)
+        lo, hi = _clip_range(start, stop, total)
     else:
         signal, _ = _signals_wfdb(base, h, rec)
         units = [s.units for s in h.signals] or _
+        total = int(signal.shape[1])
+        lo, hi = _clip_range(start, stop, total)
+        if (lo, hi) != (0, total):
+            signal = signal[:, lo:hi]
     lead_names = [s.description for s in h.signals]
     if signal.shape[0] != len(lead_names):  # wfdb multi-segment: names from wfdb would differ
         lead_names = [f"ch{i}" for i in range(signal.shape[0])]
@@ -644,6 +680,8 @@ def read_record(
         base_time=h.base_time,
         base_date=h.base_date,
         header_quirks=h.quirks,
+        sample_range=(lo, hi),
+        record_samples=total,
     )
     if channel_names is not None:
         signal, lead_names = _select_channels(signal, lead_names, channel_names, rec)
