@@ -89,13 +89,13 @@ def attach_decision_thresholds(model, validation, label_names: Sequence[str], pr
     Without a validation split (``validation`` None or empty) multi-label models keep no thresholds
     (``ecgnat predict`` then uses 0.5 and says so)."""
     config = model.config
-    if validation is None or len(validation[0]) == 0:
-        thresholds, info = None, {"rule": "threshold" if problem_type == "multi_label_classification" else "argmax",
-                                  "note": "no validation split: thresholds not fitted"}
-        if problem_type == "single_label_classification":
-            info = {"rule": "argmax", "note": "single-label model: the predicted label is the arg-max"}
-    else:
+    if validation is not None and len(validation[0]):
         thresholds, info = fit_decision_thresholds(validation[0], validation[1], label_names, problem_type)
+    elif problem_type == "multi_label_classification":
+        thresholds, info = None, {"rule": "threshold", "note": "no validation split: thresholds not fitted, "
+                                  f"predict uses {DEFAULT_THRESHOLD:g}"}
+    else:
+        thresholds, info = fit_decision_thresholds(None, None, label_names, problem_type)
     setattr(config, CONFIG_KEY, thresholds)
     setattr(config, INFO_KEY, info)
     if thresholds:
