@@ -363,9 +363,9 @@ def _cmd_predict(args) -> int:
     _check_writable("--output", output)
     _check_writable("--errors_csv", errors_csv)
     if timeline is not None:
+        _check_writable("--timeline", timeline)
         if timeline.suffix.lower() not in (".csv", ".parquet", ".pq"):
             raise UsageError(f"--timeline {timeline}: give a .csv or .parquet file name")
-        _check_writable("--timeline", timeline)
     if len({p.resolve() for p in (output, errors_csv, timeline) if p is not None}) < (3 if timeline else 2):
         raise UsageError("--output, --errors_csv and --timeline must be different files")
     device = _device(args.device)
