@@ -14,6 +14,13 @@ from ``os.wait4``) and wall time are recorded.
     python benchmarks/streaming.py                                   # 1 h, 6 h, 24 h; default threads
     python benchmarks/streaming.py --hours 1 --threads 1 2           # thread speed-up
     python benchmarks/streaming.py --hours --patch_days 14 --patch_limit_s 240   # a 14-day single-lead patch
+    python benchmarks/streaming.py --hours 6 24 --limit_s 300 --preprocess   # stop each run after 300 s
+
+``--limit_s``: stop each ``ecgnat predict`` run with SIGINT after that many seconds (on a machine too busy
+to score a whole day in the time at hand); the windows scored by then are counted from the timeline
+file, and the peak memory is that of the run so far. ``--preprocess``: also stream each whole record
+through :class:`ecgnat_hf.streaming.RecordStream` without the model (time and peak memory of reading,
+resampling and windowing the full length).
 
 ``--patch_days``: a single-lead (II) 200 Hz record of that many days. Scoring 14 days of windows takes
 hours on 2 cores, so the patch is measured twice: ``preprocess`` streams the whole record through
@@ -145,6 +152,25 @@ print(n, time.monotonic() - t)
 """
 
 
+def timeline_rows(path: Path) -> int:
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f) - 1
+    except OSError:
+        return 0
+
+
+def preprocess(rec: Path, ckpt: Path, nice: int, label: str) -> dict:
+    cmd = (["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-c", PREPROCESS_CHILD, str(rec), str(ckpt)]
+    m = measure(cmd)
+    windows, secs = m["output"].split()[-2:]
+    m.update(record=label, kind="preprocess only (RecordStream, no model)", windows=int(windows),
+             stream_s=float(secs), command=" ".join(cmd[:-3] + ["'<RecordStream loop>'"] + cmd[-2:]))
+    print(f"{label}, preprocessing only: {int(windows)} windows in {m['wall_s']:.1f} s (loop {float(secs):.1f} s), "
+          f"peak RSS {m['peak_rss_mib']:.0f} MiB", flush=True)
+    return m
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/ecgnat-streaming-bench", help="records, checkpoint and outputs")
@@ -153,6 +179,8 @@ def main(argv=None) -> int:
                     help="torch threads per run (default: ecgnat's own default, every available core)")
     ap.add_argument("--patch_days", type=float, default=None, help="also a single-lead patch of this many days")
     ap.add_argument("--patch_limit_s", type=float, default=240.0)
+    ap.add_argument("--limit_s", type=float, default=None, help="stop each Holter run after this many seconds")
+    ap.add_argument("--preprocess", action="store_true", help="also time RecordStream alone on each record")
     ap.add_argument("--nice", type=int, default=10, help="run the measured commands under nice (shared machine)")
     ap.add_argument("--json", default=None, help="write the results there too")
     args = ap.parse_args(argv)
@@ -166,37 +194,34 @@ def main(argv=None) -> int:
         if not rec.with_suffix(".hea").is_file():
             block = real_block() if block is None else block
             write_wfdb(rec, block, hours * 3600, ["MLII", "V5"])
+        label = f"{hours:g} h, 2 leads, {RATE} Hz"
+        if args.preprocess:
+            results.append(preprocess(rec, ckpt, args.nice, label))
         for threads in args.threads:
             out = work / f"out_{hours:g}h_{threads or 'default'}"
             out.mkdir(parents=True, exist_ok=True)
             cmd = predict_cmd(rec, ckpt, out, threads, args.nice)
-            m = measure(cmd)
-            m.update(record=f"{hours:g} h, 2 leads, {RATE} Hz", seconds=hours * 3600, threads=threads or "default",
-                     command=" ".join(cmd), realtime_x=hours * 3600 / m["wall_s"])
+            m = measure(cmd, limit_s=args.limit_s)
+            rows = timeline_rows(out / "timeline.csv")
+            covered = hours * 3600 if not m["interrupted"] else rows * 5.0  # windows every 5 s
+            m.update(record=label, seconds=hours * 3600, threads=threads or "default", windows_scored=rows,
+                     command=" ".join(cmd), realtime_x=covered / m["wall_s"])
             results.append(m)
-            print(f"{hours:g} h, threads={threads or 'default'}: {m['wall_s']:.1f} s ({m['realtime_x']:.0f}x real "
-                  f"time), peak RSS {m['peak_rss_mib']:.0f} MiB, exit {m['exit']}", flush=True)
+            state = f"stopped after {m['wall_s']:.0f} s with {rows} windows scored" if m["interrupted"] else (
+                f"{m['wall_s']:.1f} s, {rows} windows")
+            print(f"{label}, threads={threads or 'default'}: {state} ({m['realtime_x']:.0f}x real time), "
+                  f"peak RSS {m['peak_rss_mib']:.0f} MiB, exit {m['exit']}", flush=True)
     if args.patch_days:
         days = args.patch_days
         rec = work / f"patch_{days:g}d" / f"patch_{days:g}d"
         if not rec.with_suffix(".hea").is_file():
             write_wfdb(rec, real_block(leads=("MLII",)), days * 86400, ["II"])
-        cmd = (["nice", "-n", str(args.nice)] if args.nice else []) + [
-            sys.executable, "-c", PREPROCESS_CHILD, str(rec), str(ckpt)]
-        m = measure(cmd)
-        windows, secs = m["output"].split()[-2:]
-        m.update(record=f"{days:g} days, 1 lead, {RATE} Hz", kind="preprocess (RecordStream, no model)",
-                 windows=int(windows), stream_s=float(secs), command=" ".join(cmd[:-4] + ["-c", "<RecordStream loop>"]
-                                                                        + cmd[-2:]))
-        results.append(m)
-        print(f"{days:g} d patch, preprocessing only: {int(windows)} windows in {m['wall_s']:.1f} s, "
-              f"peak RSS {m['peak_rss_mib']:.0f} MiB", flush=True)
+        results.append(preprocess(rec, ckpt, args.nice, f"{days:g} days, 1 lead, {RATE} Hz"))
         out = work / f"out_patch_{days:g}d"
         out.mkdir(parents=True, exist_ok=True)
         cmd = predict_cmd(rec, ckpt, out, None, args.nice)
         m = measure(cmd, limit_s=args.patch_limit_s)
-        with open(out / "timeline.csv") as f:
-            rows = sum(1 for _ in f) - 1
+        rows = timeline_rows(out / "timeline.csv")
         m.update(record=f"{days:g} days, 1 lead, {RATE} Hz", kind=f"ecgnat predict, stopped after {args.patch_limit_s:g} s",
                  timeline_rows=rows, command=" ".join(cmd))
         results.append(m)

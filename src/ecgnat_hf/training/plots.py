@@ -552,11 +552,12 @@ def plot_timeline(
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("probability")
         rid = str(g["record_id"].iloc[0])
-        ax.set_title(f"{rid}: {len(g)} windows over {duration / scale:.3g} {unit}", fontsize=9, loc="left")
+        n = len(g)
+        ax.set_title(f"{rid}: {n} window{'s' if n != 1 else ''} over {duration / scale:.3g} {unit}", fontsize=9,
+                     loc="left")
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        if i == len(groups) - 1:
-            ax.set_xlabel(f"time from the start of the recording ({unit})")
+        ax.set_xlabel(f"time from the start of the recording ({unit})", fontsize=8)
     fig.suptitle(title or "Class probabilities over the recording", fontsize=11)
     fig.tight_layout()
     _save(fig, path, dpi=120)
