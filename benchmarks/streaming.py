@@ -112,22 +112,31 @@ def make_checkpoint(path: Path) -> Path:
 
 
 def measure(cmd: list[str], limit_s: float | None = None, env=None) -> dict:
-    """Run ``cmd``; wall time and that child's peak RSS. With ``limit_s``, SIGINT after that long."""
+    """Run ``cmd``; wall time and that child's own peak RSS (``os.wait4``). With ``limit_s``, SIGINT after
+    that long (``interrupted`` when it then ends with an error code)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    interrupted = False
-    if limit_s is not None:
-        try:
-            proc.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired:
+    chunks: list[str] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()  # drain the pipe so the child never blocks on a full one
+    sent = False
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if limit_s is not None and not sent and time.monotonic() - t0 >= limit_s:
             proc.send_signal(signal.SIGINT)
-            interrupted = True
-    _, status, usage = os.wait4(proc.pid, 0)
+            sent = True
+        time.sleep(0.2)
     wall = time.monotonic() - t0
-    output = proc.stdout.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "exit": proc.returncode,
-            "interrupted": interrupted, "output": output.strip()[-2000:]}
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    reader.join(timeout=10)
+    output = "".join(chunks)
+    return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "exit": code,
+            "interrupted": sent and code != 0, "output": output.strip()[-2000:]}
 
 
 def predict_cmd(record: Path, ckpt: Path, out: Path, threads: int | None, nice: int) -> list[str]:

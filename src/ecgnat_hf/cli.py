@@ -277,8 +277,12 @@ def _load(model_path: str, device):
     if Path(model_path).exists() and not Path(model_path).is_dir():
         raise UsageError(f"--model {model_path}: not a checkpoint directory")
     # anything else: a checkpoint directory, or a hub id found in the local cache (HF_HUB_OFFLINE=1 works)
+    from .inference import CheckpointError
+
     try:
         return load_model_and_feature_extractor(model_path, device=device)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot load the checkpoint {model_path!r}: {exc}") from None
 
@@ -388,6 +392,10 @@ def _cmd_predict(args) -> int:
         return 1
     errors = df.attrs.get("errors", [])
     print(f"wrote {len(df)} record(s) to {output}" + (f", windows to {timeline}" if timeline else ""))
+    t = df.attrs.get("timing") or {}
+    if t.get("windows") and t.get("seconds"):
+        print(f"scored {t['windows']} windows ({t['recording_s'] / 3600:.3g} h of recording) in {t['seconds']:.1f} s: "
+              f"{t['recording_s'] / t['seconds']:.0f}x real time with {_torch_threads()} torch thread(s)")
     source = df.attrs.get("thresholds_source")
     if source and source not in ("config", "argmax", "none"):
         print(f"{PROG} predict: note: labels use {source}", file=sys.stderr)
@@ -399,6 +407,12 @@ def _cmd_predict(args) -> int:
             print(f"  ... and {len(errors) - 10} more", file=sys.stderr)
         return 1
     return 0
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _cmd_plot_timeline(args) -> int:

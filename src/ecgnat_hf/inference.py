@@ -154,7 +154,7 @@ def _check_trained(model, info: dict, source: str) -> None:
     if not missing:
         return
     archs = getattr(model.config, "architectures", None) or []
-    kind = (" It was saved as " + ", ".join(archs) + ": a pretraining checkpoint"
+    kind = (" It was saved as " + ", ".join(archs) + ": a pretraining checkpoint."
             if any("PreTraining" in a for a in archs) else "")
     shown = ", ".join(sorted(missing)[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
     raise CheckpointError(
@@ -631,7 +631,8 @@ def predict_records(
         (``config.id2label`` order; a label that collides with those names gets a ``prob_`` prefix),
         then ``time_positive_<class>`` per class (classification models). ``df.attrs``: ``errors``
         (dicts ``{record_id, path, error, problem}``), ``error_objects`` (the :class:`ECGDataError`
-        instances), ``thresholds`` and ``thresholds_source``.
+        instances), ``thresholds`` and ``thresholds_source``, ``timing`` (``windows`` scored,
+        ``recording_s`` of recording and wall ``seconds`` of this call, model loading excluded).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -702,12 +703,18 @@ def predict_records(
         df.attrs["error_objects"] = list(errors)
         df.attrs["thresholds"] = None if thresholds is None else dict(zip(class_cols, map(float, thresholds)))
         df.attrs["thresholds_source"] = thresholds_source
+        df.attrs["timing"] = {"windows": n_scored, "recording_s": float(recording_s),
+                              "seconds": time.monotonic() - t_start}
         return df
 
     pending: list = []  # (record, chunk) read and preprocessed, not yet scored
     n_pending = 0
+    n_scored, recording_s, t_start = 0, 0.0, time.monotonic()
 
     def finish(r: _Record):
+        nonlocal n_scored, recording_s
+        n_scored += r.n_scored
+        recording_s += r.stream.duration_s
         n = max(r.n_scored, 1)
         pooled = r.sum / n if aggregate == "mean" else r.max
         r.row["quality"] = ";".join(dict.fromkeys(r.quality))

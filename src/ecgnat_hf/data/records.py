@@ -502,8 +502,10 @@ def _sanitised_header_text(h: _Header) -> str:
     return line
 
 
-def _signals_wfdb(base: Path, h: _Header, rec: str) -> tuple[np.ndarray, list[str]]:
-    """Fallback for formats we do not decode; uses wfdb (rewriting a quirky record line if needed)."""
+def _signals_wfdb(base: Path, h: _Header, rec: str, sampfrom: int = 0,
+                  sampto: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Fallback for formats we do not decode; uses wfdb (rewriting a quirky record line if needed).
+    ``sampfrom``/``sampto``: read only that sample range (wfdb's own arguments)."""
     import wfdb
 
     hea = base.with_name(base.name + ".hea")
@@ -529,7 +531,7 @@ def _signals_wfdb(base: Path, h: _Header, rec: str) -> tuple[np.ndarray, list[st
         else:
             target = base
         try:
-            r = wfdb.rdrecord(str(target), physical=True)
+            r = wfdb.rdrecord(str(target), sampfrom=sampfrom, sampto=sampto, physical=True)
         except ECGDataError:
             raise
         except Exception as exc:  # wfdb raises many types for bad files
@@ -650,7 +652,14 @@ def read_record(
         units = [s.units for s in h.signals]
         total = int(h.sig_len or 0)
         lo, hi = _clip_range(start, stop, total)
-    else:
+    elif h.sig_len:  # wfdb reads the range itself
+        total = int(h.sig_len)
+        lo, hi = _clip_range(start, stop, total)
+        a = min(lo, total - 1)
+        signal, _ = _signals_wfdb(base, h, rec, a, max(hi, a + 1))  # wfdb wants a non-empty range
+        signal = signal[:, lo - a : hi - a]
+        units = [s.units for s in h.signals] or _
+    else:  # length not in the header: read all, then cut
         signal, _ = _signals_wfdb(base, h, rec)
         units = [s.units for s in h.signals] or _
         total = int(signal.shape[1])
