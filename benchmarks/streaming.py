@@ -25,7 +25,8 @@ resampling and windowing the full length).
 ``--patch_days``: a single-lead (II) 200 Hz record of that many days. Scoring 14 days of windows takes
 hours on 2 cores, so the patch is measured twice: ``preprocess`` streams the whole record through
 :class:`ecgnat_hf.streaming.RecordStream` (reading, resampling, windowing: everything but the model),
-and ``predict`` runs ``ecgnat predict`` on it for ``--patch_limit_s`` seconds, then stops it with
+and ``predict`` runs ``ecgnat predict`` on it for ``--patch_limit_s`` seconds
+(``--patch_last_chunks N``: preprocess only the record's last N chunks, for a busy machine), then stops it with
 SIGINT, to show that memory stays flat while the windows go by (``timeline_rows``: windows written).
 """
 from __future__ import annotations
@@ -155,7 +156,10 @@ from ecgnat_hf import ECGNATFeatureExtractor
 from ecgnat_hf.streaming import RecordStream
 fe = ECGNATFeatureExtractor.from_pretrained(sys.argv[2])
 t = time.monotonic(); n = 0
-for chunk in RecordStream(sys.argv[1], fe, chunk_s=600):
+stream = RecordStream(sys.argv[1], fe, chunk_s=600)
+last = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+plan = stream.chunk_plan()[-last:] if last else None
+for chunk in stream.iter_chunks(plan):
     n += len(chunk)
 print(n, time.monotonic() - t)
 """
@@ -169,13 +173,15 @@ def timeline_rows(path: Path) -> int:
         return 0
 
 
-def preprocess(rec: Path, ckpt: Path, nice: int, label: str) -> dict:
-    cmd = (["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-c", PREPROCESS_CHILD, str(rec), str(ckpt)]
+def preprocess(rec: Path, ckpt: Path, nice: int, label: str, last_chunks: int = 0) -> dict:
+    cmd = (["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-c", PREPROCESS_CHILD, str(rec), str(ckpt),
+                                                         str(last_chunks)]
     m = measure(cmd)
     windows, secs = m["output"].split()[-2:]
-    m.update(record=label, kind="preprocess only (RecordStream, no model)", windows=int(windows),
-             stream_s=float(secs), command=" ".join(cmd[:-3] + ["'<RecordStream loop>'"] + cmd[-2:]))
-    print(f"{label}, preprocessing only: {int(windows)} windows in {m['wall_s']:.1f} s (loop {float(secs):.1f} s), "
+    what = f"last {last_chunks} chunks" if last_chunks else "whole record"
+    m.update(record=label, kind=f"preprocess only (RecordStream, no model), {what}", windows=int(windows),
+             stream_s=float(secs), command=" ".join(cmd[:-4] + ["'<RecordStream loop>'"] + cmd[-3:]))
+    print(f"{label}, preprocessing only ({what}): {int(windows)} windows in {m['wall_s']:.1f} s (loop {float(secs):.1f} s), "
           f"peak RSS {m['peak_rss_mib']:.0f} MiB", flush=True)
     return m
 
@@ -188,6 +194,8 @@ def main(argv=None) -> int:
                     help="torch threads per run (default: ecgnat's own default, every available core)")
     ap.add_argument("--patch_days", type=float, default=None, help="also a single-lead patch of this many days")
     ap.add_argument("--patch_limit_s", type=float, default=240.0)
+    ap.add_argument("--patch_last_chunks", type=int, default=0,
+                    help="preprocess only the last N chunks of the patch (0: all of it)")
     ap.add_argument("--limit_s", type=float, default=None, help="stop each Holter run after this many seconds")
     ap.add_argument("--preprocess", action="store_true", help="also time RecordStream alone on each record")
     ap.add_argument("--nice", type=int, default=10, help="run the measured commands under nice (shared machine)")
@@ -225,7 +233,7 @@ def main(argv=None) -> int:
         rec = work / f"patch_{days:g}d" / f"patch_{days:g}d"
         if not rec.with_suffix(".hea").is_file():
             write_wfdb(rec, real_block(leads=("MLII",)), days * 86400, ["II"])
-        results.append(preprocess(rec, ckpt, args.nice, f"{days:g} days, 1 lead, {RATE} Hz"))
+        results.append(preprocess(rec, ckpt, args.nice, f"{days:g} days, 1 lead, {RATE} Hz", args.patch_last_chunks))
         out = work / f"out_patch_{days:g}d"
         out.mkdir(parents=True, exist_ok=True)
         cmd = predict_cmd(rec, ckpt, out, None, args.nice)

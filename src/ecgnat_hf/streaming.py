@@ -188,10 +188,15 @@ class RecordStream:
         return x
 
     def __iter__(self) -> Iterator[WindowChunk]:
+        return self.iter_chunks()
+
+    def iter_chunks(self, plan: Sequence[tuple[int, int]] | None = None) -> Iterator[WindowChunk]:
+        """The chunks of ``plan`` (default: :meth:`chunk_plan`, the whole record); any subset of the plan
+        may be given, e.g. ``stream.chunk_plan()[-3:]`` for the end of a long recording."""
         if not self.streams or self.n_out <= self.window:
             yield from self._whole()
             return
-        for i, j in self.chunk_plan():
+        for i, j in (self.chunk_plan() if plan is None else plan):
             a, b = self.starts[i], self.starts[j - 1] + self.window  # output samples [a, b)
             s0 = max(0, a * self.down // self.up - self.margin)
             s0 -= s0 % self.down  # on the output grid: s0 * up / down is a whole number
