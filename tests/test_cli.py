@@ -66,7 +66,9 @@ def test_help(command, capsys):
         for name in [*RECIPES, "predict", "plot"]:
             assert name in out
     if command == "predict":
-        assert "--lead_names" in out and "--batch_size" in out
+        assert "--lead_names" in out and "--batch_size" in out and "--timeline" in out
+    if command == "plot":
+        assert "--timeline" in out
 
 
 def test_usage_errors_exit_2(checkpoint, records, tmp_path, capsys):
@@ -144,7 +146,7 @@ def test_predict_command(checkpoint, records, corrupted, tmp_path, capsys):
     assert str(corrupted) in captured.err and "TruncatedSignalError" in captured.err
     df = pd.read_csv(out)
     assert [Path(p) for p in df["path"]] == records
-    assert list(df.columns[-len(LABELS):]) == LABELS
+    assert list(df.columns[-2 * len(LABELS):-len(LABELS)]) == LABELS  # then time_positive_<class>
     assert ((df[LABELS] > 0) & (df[LABELS] < 1)).all().all()
     errors = pd.read_csv(out.with_name("pred.errors.csv"))
     assert errors["path"].tolist() == [str(corrupted)]
@@ -157,6 +159,87 @@ def test_predict_command(checkpoint, records, corrupted, tmp_path, capsys):
     df = pd.read_csv(out)
     assert len(df) == 1 and df["leads_used"].tolist() == ["I,II"]
     assert pd.read_csv(out.with_name("pred.errors.csv")).empty
+
+
+def test_predict_timeline_labels_and_plot_timeline(checkpoint, records, tmp_path, capsys):
+    out, timeline = tmp_path / "pred.csv", tmp_path / "windows.csv"
+    assert main(["predict", "-m", str(checkpoint), *map(str, records), "-o", str(out), "--timeline", str(timeline),
+                 "--no_progress"]) == 0
+    captured = capsys.readouterr()
+    assert f"windows to {timeline}" in captured.out
+    assert "labels use default 0.5" in captured.err  # this checkpoint has no fitted thresholds: said so
+    df = pd.read_csv(out, keep_default_na=False)
+    assert df["labels"].tolist() == [";".join(c for c in LABELS if row[c] >= 0.5) for _, row in df.iterrows()]
+    assert [f"time_positive_{c}" for c in LABELS] == list(df.columns[-len(LABELS):])
+    tl = pd.read_csv(timeline)
+    assert len(tl) == len(records) and tl["start_s"].tolist() == [0.0] * len(records)
+
+    png = tmp_path / "timeline.png"
+    assert main(["plot", "--timeline", str(timeline), "-o", str(png), "--model", str(checkpoint)]) == 0
+    _png(png)
+    one = tmp_path / "one.png"
+    assert main(["plot", "--timeline", str(timeline), "--record_id", records[0].name, "-o", str(one)]) == 0
+    _png(one)
+    assert main(["plot", "--timeline", str(timeline), "--record_id", "nope", "-o", str(one)]) == 2
+    assert "'nope' is not in the timeline" in capsys.readouterr().err
+    assert main(["plot", "--timeline", str(out), "-o", str(one)]) == 2  # the summary CSV is not a timeline
+    assert "not a timeline" in capsys.readouterr().err
+    assert main(["plot"]) == 2
+
+
+def test_predict_refusals_exit_2_before_work(checkpoint, records, tmp_path, capsys):
+    from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForPreTraining
+
+    pre = tmp_path / "pretrained"
+    ECGNATForPreTraining(ECGNATConfig.from_preset("tiny")).save_pretrained(pre)
+    ECGNATFeatureExtractor(sampling_rate=100).save_pretrained(pre)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "-m", str(pre), str(records[0]), "-o", str(out), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no trained classification head" in err and "ecgnat finetune" in err
+    assert not out.exists()
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["predict", "-m", str(checkpoint), str(records[0]), "-o", str(blocker / "p.csv")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    assert main(["predict", "-m", str(checkpoint), str(records[0]), "-o", str(out), "--timeline", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+    unrelated = tmp_path / "other.csv"
+    unrelated.write_text("x,y\n1,2\n")
+    assert main(["predict", "-m", str(checkpoint), str(records[0]), "-o", str(unrelated), "--resume",
+                 "--no_progress"]) == 2
+    assert "other.run.json is missing" in capsys.readouterr().err
+    assert unrelated.read_text() == "x,y\n1,2\n"
+
+
+def test_predict_strict_keeps_finished_records(checkpoint, records, corrupted, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    code = main(["predict", "-m", str(checkpoint), *map(str, records[:2]), str(corrupted), str(records[2]),
+                 "-o", str(out), "--strict", "--no_progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "truncated" in err and f"2 finished record(s) are in {out}" in err
+    assert [Path(p) for p in pd.read_csv(out)["path"]] == records[:2]
+
+
+def test_predict_uses_every_core_by_default(checkpoint, records, tmp_path, monkeypatch):
+    import torch
+
+    from ecgnat_hf import cli
+
+    before = torch.get_num_threads()
+    monkeypatch.setitem(cli._USER_SET_THREADS, "OMP_NUM_THREADS", False)
+    try:
+        assert main(["predict", "-m", str(checkpoint), str(records[0]), "-o", str(tmp_path / "p.csv"),
+                     "--no_progress"]) == 0
+        assert torch.get_num_threads() == cli.available_cores()
+        assert main(["--num_threads", "1", "predict", "-m", str(checkpoint), str(records[0]), "-o",
+                     str(tmp_path / "p.csv"), "--no_progress"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------------------- plot

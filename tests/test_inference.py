@@ -1,5 +1,6 @@
-"""ecgnat_hf.inference.predict_records on real records: bundled PTB-XL sample, MIT-BIH 100 (30 min, windowed),
-a corrupted copy, lead subsets, interrupted and resumed runs."""
+"""ecgnat_hf.inference.predict_records and ecgnat_hf.streaming on real records: the bundled PTB-XL sample, MIT-BIH
+100 (30 min, streamed in chunks and compared with the whole-record path), a long record made of real recordings
+concatenated, a corrupted copy, lead subsets, strict / interrupted / resumed runs, timelines and decisions."""
 from __future__ import annotations
 
 import os
@@ -11,22 +12,31 @@ import pandas as pd
 import pytest
 import torch
 
-from ecgnat_hf import ECGNATConfig
-from ecgnat_hf.data import ECGRecord, LeadNameError, TruncatedSignalError, read_record
+from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor
+from ecgnat_hf.data import ECGRecord, InvalidSignalError, LeadNameError, TruncatedSignalError, read_record
 from ecgnat_hf.data.builders.common import find_records
 from ecgnat_hf.inference import (
+    DECISION_COLUMNS,
     META_COLUMNS,
+    TIMELINE_COLUMNS,
+    CheckpointError,
+    ResumeError,
     collect_record_paths,
     predict_records,
     scores_to_probabilities,
     select_leads,
 )
 from ecgnat_hf.sample_data import sample_dir
+from ecgnat_hf.streaming import RecordStream, plan_window_starts
 
 from helpers import CHECKPOINT_LABELS as LABELS
 from helpers import make_tiny_checkpoint as make_checkpoint
 
-
+TIME_COLUMNS = [f"time_positive_{c}" for c in LABELS]
+# Streamed and whole-record results agree to float rounding: the windows are the same numbers (resampling is
+# FIR and chunks start on the resampler's grid with a margin wider than the filter), so what is left is the
+# order of float32 operations in batches of different composition. 1e-5 on probabilities is ~100x that.
+ATOL = 1e-5
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt"))
@@ -73,7 +83,7 @@ def test_sample_records_and_corrupted_copy(checkpoint, loaded, sample_records, t
     df = predict_records(checkpoint, [*sample_records, tmp_path / "bad"], output_csv=out_csv,
                          errors_csv=err_csv, progress=False)
 
-    assert list(df.columns) == list(META_COLUMNS) + LABELS
+    assert list(df.columns) == list(META_COLUMNS) + list(DECISION_COLUMNS) + LABELS + TIME_COLUMNS
     assert len(df) == len(sample_records)
     assert [Path(p) for p in df["path"]] == sample_records  # input order kept, the bad one left out
     assert (df["n_windows"] == 1).all() and np.allclose(df["duration_s"], 10.0)
@@ -85,16 +95,24 @@ def test_sample_records_and_corrupted_copy(checkpoint, loaded, sample_records, t
     model, fe = loaded
     for i, path in enumerate(sample_records):
         expected = direct_probabilities(model, fe, read_record(path)).mean(axis=0)
-        np.testing.assert_allclose(probs[i], expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(probs[i], expected, rtol=0, atol=ATOL)
+    # no thresholds in this checkpoint: 0.5, said so; one window = the whole time
+    assert df.attrs["thresholds_source"].startswith("default 0.5")
+    for _, row in df.iterrows():
+        p = row[LABELS].to_numpy(dtype=float)
+        assert row["labels"] == ";".join(c for c, v in zip(LABELS, p) if v >= 0.5)
+        np.testing.assert_array_equal(row[TIME_COLUMNS].to_numpy(dtype=float), (p >= 0.5).astype(float))
+    assert (df["quality"] == "").all()  # no quality check given
 
     # the bad record is reported (which file, which error, why) and the others are on disk
     (error,) = df.attrs["errors"]
     assert error["path"] == str(bad) and error["error"] == "TruncatedSignalError"
     assert "truncated" in error["problem"]
     assert isinstance(df.attrs["error_objects"][0], TruncatedSignalError)
-    on_disk = pd.read_csv(out_csv)
+    on_disk = pd.read_csv(out_csv, keep_default_na=False)
     assert len(on_disk) == len(sample_records)
-    np.testing.assert_allclose(on_disk[LABELS].to_numpy(), probs, atol=1e-12)
+    np.testing.assert_array_equal(on_disk[LABELS].to_numpy(), probs)  # floats written exactly
+    assert on_disk["labels"].tolist() == df["labels"].tolist()
     errors = pd.read_csv(err_csv)
     assert errors["path"].tolist() == [str(bad)] and errors["error"].tolist() == ["TruncatedSignalError"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp files left behind
@@ -103,25 +121,128 @@ def test_sample_records_and_corrupted_copy(checkpoint, loaded, sample_records, t
         predict_records(checkpoint, [bad], progress=False, strict=True)
 
 
-def test_mitdb_long_record_windowed_and_aggregated(checkpoint, loaded, shared_data):
-    """MIT-BIH 100: 30 min, MLII + V5 at 360 Hz. Windows of the checkpoint's 10 s, mean of window outputs."""
+def test_mitdb_streamed_equals_whole_record(checkpoint, loaded, shared_data, tmp_path):
+    """MIT-BIH 100: 30 min, MLII + V5 at 360 Hz, streamed in 60 s chunks (31 chunks, resampled to 100 Hz
+    piece by piece): per-window and per-record probabilities equal the whole-record computation."""
     path = shared_data / "mitdb" / "100"
     model, fe = loaded
     record = read_record(path)
     assert record.sampling_rate == 360 and record.lead_names == ["MLII", "V5"]
+    stream = RecordStream(path, fe, chunk_s=60)
+    assert len(stream.chunk_plan()) > 25
 
-    df = predict_records(checkpoint, [path], batch_size=64, progress=False)
+    timeline = tmp_path / "timeline.csv"
+    df = predict_records(checkpoint, [path], batch_size=64, progress=False, chunk_s=60, timeline=timeline)
     row = df.iloc[0]
-    fe_windows = len(fe(record.signal, sampling_rate=360, lead_names=record.lead_names)["input_values"])
+    whole = fe(record.signal, sampling_rate=360, lead_names=record.lead_names)
+    fe_windows = len(whole["input_values"])
     assert row["n_windows"] == fe_windows > 300  # 30 min of 10 s windows with 5 s hop
     assert row["duration_s"] == pytest.approx(650000 / 360)
     assert row["leads_used"] == "MLII,V5" and row["record_id"] == "100"
 
     per_window = direct_probabilities(model, fe, record)
     assert per_window.shape == (fe_windows, len(LABELS))
-    np.testing.assert_allclose(row[LABELS].to_numpy(dtype=float), per_window.mean(axis=0), rtol=0, atol=1e-5)
-    # windows really differ, so the aggregation is not trivially a copy of one window
-    assert per_window.std(axis=0).max() > 1e-4
+    np.testing.assert_allclose(row[LABELS].to_numpy(dtype=float), per_window.mean(axis=0), rtol=0, atol=ATOL)
+    assert per_window.std(axis=0).max() > 1e-4  # windows really differ: the pooling is not a copy of one
+
+    tl = pd.read_csv(timeline)
+    assert list(tl.columns) == list(TIMELINE_COLUMNS) + LABELS
+    assert tl["window"].tolist() == list(range(fe_windows))
+    np.testing.assert_allclose(tl["start_s"], whole["window_start"], atol=1e-4)
+    np.testing.assert_allclose(tl[LABELS].to_numpy(), per_window, rtol=0, atol=ATOL)
+    # time above threshold: each window stands for the time up to the next start; they tile the record
+    owned = np.diff(np.r_[tl["start_s"].to_numpy(), row["duration_s"]])
+    assert owned.sum() == pytest.approx(row["duration_s"])
+    expected = ((per_window >= 0.5) * owned[:, None]).sum(axis=0) / row["duration_s"]
+    np.testing.assert_allclose(row[TIME_COLUMNS].to_numpy(dtype=float), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(sampling_rate=100),
+    dict(sampling_rate=500),
+    dict(sampling_rate=257),  # up/down = 257/360
+    dict(sampling_rate=100, do_baseline_removal=True, do_bandpass=True, bandpass_low=0.5, bandpass_high=40.0),
+])
+def test_stream_inputs_equal_whole_record(shared_data, settings):
+    """The model inputs, chunk by chunk, are the whole-record feature extractor's (MIT-BIH 100, 360 Hz)."""
+    path = shared_data / "mitdb" / "100"
+    record = read_record(path)
+    fe = ECGNATFeatureExtractor(window_s=10, **settings)
+    whole = fe(record.signal, sampling_rate=record.sampling_rate, lead_names=record.lead_names)
+    chunks = list(RecordStream(path, fe, chunk_s=37))
+    assert len(chunks) > 40
+    x = np.concatenate([c.features["input_values"] for c in chunks])
+    assert x.shape == whole["input_values"].shape
+    # FIR resampling: identical; IIR filters: differences ~1e-9 (40 s margins = dozens of time constants)
+    np.testing.assert_allclose(x, whole["input_values"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([c.features["lead_mask"] for c in chunks]), whole["lead_mask"])
+
+
+def _concatenated_record(shared_data: Path, folder: Path, copies: int, rate: int = 200) -> Path:
+    """A long 2-lead WFDB record (format 16, 200 Hz) made of MIT-BIH 100 resampled and repeated."""
+    import wfdb
+    from scipy.signal import resample_poly
+
+    rec = read_record(shared_data / "mitdb" / "100")
+    x = resample_poly(rec.signal.astype(np.float64), 5, 9, axis=1)  # 360 -> 200 Hz
+    sig = np.concatenate([x, x[:, ::-1]] * copies, axis=1)[:, : copies * x.shape[1]]
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp("long", fs=rate, units=["mV", "mV"], sig_name=["MLII", "V5"], p_signal=sig.T, fmt=["16", "16"],
+                adc_gain=[200.0, 200.0], baseline=[0, 0], write_dir=str(folder))
+    return folder / "long"
+
+
+def test_long_record_is_read_in_bounded_pieces(shared_data, tmp_path, monkeypatch):
+    """A 2-hour record of real recordings concatenated: no read is longer than one chunk plus margins, and the
+    windows equal the whole-record extractor's."""
+    import ecgnat_hf.data.records as records_module
+
+    path = _concatenated_record(shared_data, tmp_path / "long", copies=4)
+    fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=10)
+    spans = []
+    real_read = records_module.read_record
+
+    def spy(p, **kw):
+        spans.append((kw.get("start", 0), kw.get("stop")))
+        return real_read(p, **kw)
+
+    monkeypatch.setattr(records_module, "read_record", spy)
+    stream = RecordStream(path, fe, chunk_s=300)
+    assert stream.duration_s == pytest.approx(4 * 1805.5555, rel=1e-4) and stream.sampling_rate == 200
+    chunks = list(stream)
+    reads = [(a, b) for a, b in spans if b != 0]  # (0, 0): the header probe
+    assert len(reads) == len(chunks) == len(stream.chunk_plan()) > 20
+    longest = max(b - a for a, b in reads)
+    assert longest <= 300 * 200 + 2 * stream.margin + 200
+    assert sum(b - a for a, b in reads) < 1.05 * stream.n_samples  # nothing read twice but the margins
+    monkeypatch.setattr(records_module, "read_record", real_read)
+    record = read_record(path)
+    whole = fe(record.signal, sampling_rate=200, lead_names=record.lead_names)
+    x = np.concatenate([c.features["input_values"] for c in chunks])
+    np.testing.assert_allclose(x, whole["input_values"], rtol=0, atol=1e-6)
+    assert stream.n_windows == len(plan_window_starts(record.n_samples // 2, 1000, 500))
+
+
+@pytest.mark.parametrize("fmt", ["212", "16", "80", "24", "516"])
+def test_read_record_range(shared_data, tmp_path, fmt):
+    """read_record(start=, stop=) returns exactly the slice of the whole record, in every directly decoded
+    format, 3 leads (so format 212 frames start on half bytes) and an odd total value count; format 516
+    (FLAC) goes through wfdb, which reads the range itself."""
+    import wfdb
+
+    rec = read_record(shared_data / "mitdb" / "100", stop=1001)
+    d = np.round(np.vstack([rec.signal, rec.signal[:1] - rec.signal[1:]]) * 200).astype(np.int64).T
+    if fmt == "80":
+        d = np.clip(d // 8, -127, 127)
+    wfdb.wrsamp("r", fs=360, units=["mV"] * 3, sig_name=["MLII", "V5", "I"], d_signal=d, fmt=[fmt] * 3,
+                adc_gain=[200.0] * 3, baseline=[0] * 3, write_dir=str(tmp_path))
+    whole = read_record(tmp_path / "r")
+    np.testing.assert_allclose(whole.signal, wfdb.rdrecord(str(tmp_path / "r")).p_signal.T, atol=1e-6)
+    for a, b in [(0, 1001), (1, 6), (3, 1000), (500, 501), (1000, None), (7, 7), (990, 5000)]:
+        part = read_record(tmp_path / "r", start=a, stop=b)
+        np.testing.assert_array_equal(part.signal, whole.signal[:, a:b])
+        assert part.metadata["record_samples"] == 1001
+        assert part.metadata["sample_range"] == (a, min(b or 1001, 1001))
 
 
 def test_lead_subset(checkpoint, loaded, sample_records):
@@ -167,7 +288,7 @@ def test_interrupted_run_keeps_finished_rows_and_resumes(checkpoint, sample_reco
 
     def flaky_read(path, **kwargs):
         calls.append(Path(path))
-        if len(calls) == 3:
+        if Path(path) == sample_records[2]:
             raise KeyboardInterrupt
         return real_read(path, **kwargs)
 
@@ -179,6 +300,9 @@ def test_interrupted_run_keeps_finished_rows_and_resumes(checkpoint, sample_reco
     partial = pd.read_csv(out_csv)
     assert [Path(p) for p in partial["path"]] == sample_records[:2]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # a crash in the middle of a line: the cut row is dropped on resume, not read as data
+    with open(out_csv, "a") as f:
+        f.write("00003_lr,/cut/in/the/mid")
 
     calls.clear()
 
@@ -188,9 +312,115 @@ def test_interrupted_run_keeps_finished_rows_and_resumes(checkpoint, sample_reco
 
     monkeypatch.setattr(records_module, "read_record", counting_read)
     df = predict_records(checkpoint, sample_records, output_csv=out_csv, resume=True, progress=False)
-    assert calls == sample_records[2:]  # only the missing record is read again
+    assert set(calls) == {sample_records[2]}  # only the missing record is read again
     assert [Path(p) for p in df["path"]] == sample_records
-    assert len(pd.read_csv(out_csv)) == 3
+    again = pd.read_csv(out_csv, keep_default_na=False)
+    assert len(again) == 3
+    np.testing.assert_array_equal(again[LABELS].to_numpy(), df[LABELS].to_numpy())
+
+
+def test_strict_keeps_every_finished_record(checkpoint, sample_records, tmp_path):
+    """--strict: the records read before the bad one are scored and written, then the error is raised."""
+    bad = corrupted_copy(sample_records[0], tmp_path / "bad")
+    out_csv = tmp_path / "pred.csv"
+    with pytest.raises(TruncatedSignalError):
+        predict_records(checkpoint, [*sample_records[1:], bad, sample_records[0]], output_csv=out_csv,
+                        strict=True, batch_size=64, progress=False)
+    on_disk = pd.read_csv(out_csv)
+    assert [Path(p) for p in on_disk["path"]] == sample_records[1:]
+
+
+def test_resume_refuses_files_of_another_model_options_or_format(checkpoint, sample_records, tmp_path):
+    out_csv = tmp_path / "pred.csv"
+    predict_records(checkpoint, sample_records[:1], output_csv=out_csv, progress=False)
+    assert (tmp_path / "pred.run.json").is_file()
+
+    from transformers import AutoModelForSequenceClassification
+
+    other = make_checkpoint(tmp_path / "other")  # same architecture, labels and preprocessing ...
+    model = AutoModelForSequenceClassification.from_pretrained(other)
+    with torch.no_grad():
+        model.classifier.bias += 0.01  # ... other weights
+    model.save_pretrained(other)
+    with pytest.raises(ResumeError, match="another model"):
+        predict_records(other, sample_records, output_csv=out_csv, resume=True, progress=False)
+    with pytest.raises(ResumeError, match="other options.*aggregate"):
+        predict_records(checkpoint, sample_records, output_csv=out_csv, resume=True, aggregate="max", progress=False)
+
+    unrelated = tmp_path / "unrelated.csv"
+    unrelated.write_text("a,b\n1,2\n")
+    with pytest.raises(ResumeError, match="unrelated.run.json is missing"):
+        predict_records(checkpoint, sample_records, output_csv=unrelated, resume=True, progress=False)
+    assert unrelated.read_text() == "a,b\n1,2\n"  # untouched
+
+    (tmp_path / "pred.run.json").write_text('{"format": "something-else/1"}')
+    with pytest.raises(ResumeError, match="format"):
+        predict_records(checkpoint, sample_records, output_csv=out_csv, resume=True, progress=False)
+
+
+def test_output_checked_before_any_work(checkpoint, sample_records, tmp_path, monkeypatch):
+    import ecgnat_hf.data.records as records_module
+
+    calls = []
+    monkeypatch.setattr(records_module, "read_record", lambda *a, **k: calls.append(a))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError):
+        predict_records(checkpoint, sample_records, output_csv=blocker / "pred.csv", progress=False)
+    with pytest.raises(OSError):
+        predict_records(checkpoint, sample_records, timeline=tmp_path, progress=False)  # a folder
+    assert calls == []
+
+
+def test_pretraining_checkpoint_is_refused(sample_records, tmp_path):
+    """A checkpoint without a trained head would give random labels: refused, with what to do instead."""
+    from ecgnat_hf import ECGNATForPreTraining
+
+    pre = tmp_path / "pretrained"
+    ECGNATForPreTraining(ECGNATConfig.from_preset("tiny")).save_pretrained(pre)
+    ECGNATFeatureExtractor(sampling_rate=100).save_pretrained(pre)
+    with pytest.raises(CheckpointError, match="no trained classification head.*classifier.*ECGNATForPreTraining.*"
+                                              "ecgnat finetune"):
+        predict_records(pre, sample_records[:1], progress=False)
+
+
+def test_parquet_timeline_and_quality_hook(checkpoint, sample_records, shared_data, tmp_path):
+    seen = []
+
+    def quality(signal, fs, names):
+        seen.append((signal.shape, fs, tuple(names)))
+        if signal.shape[0] == 2:
+            raise InvalidSignalError("mitdb-100", "refused by the quality check")
+        return ["baseline wander in V1", "baseline wander in V1", None]
+
+    timeline = tmp_path / "t.parquet"
+    df = predict_records(checkpoint, [*sample_records[:2], shared_data / "mitdb" / "100"], timeline=timeline,
+                         quality_fn=quality, progress=False)
+    assert df["quality"].tolist() == ["baseline wander in V1"] * 2  # deduplicated
+    assert [e["problem"] for e in df.attrs["errors"]] == ["refused by the quality check"]
+    assert seen[0] == ((12, 1000), 100.0, tuple(read_record(sample_records[0]).lead_names))
+    tl = pd.read_parquet(timeline)
+    assert list(tl.columns) == list(TIMELINE_COLUMNS) + LABELS
+    assert tl["path"].tolist() == [str(p) for p in sample_records[:2]]  # the refused record has no windows
+    np.testing.assert_array_equal(tl[LABELS].to_numpy(), df[LABELS].to_numpy())  # one window each
+
+
+def test_single_label_checkpoint_gives_the_argmax_label(sample_records, tmp_path):
+    from ecgnat_hf import ECGNATForSequenceClassification
+
+    torch.manual_seed(0)
+    names = ["AF", "OTHER", "SR"]
+    cfg = ECGNATConfig.from_preset("tiny", num_labels=3, id2label=dict(enumerate(names)),
+                                   label2id={n: i for i, n in enumerate(names)},
+                                   problem_type="single_label_classification")
+    ECGNATForSequenceClassification(cfg).save_pretrained(tmp_path / "ckpt")
+    ECGNATFeatureExtractor(sampling_rate=100).save_pretrained(tmp_path / "ckpt")
+    df = predict_records(tmp_path / "ckpt", sample_records, progress=False)
+    probs = df[names].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert df["labels"].tolist() == [names[i] for i in probs.argmax(axis=1)]
+    np.testing.assert_allclose(df[[f"time_positive_{n}" for n in names]].sum(axis=1), 1.0)
+    assert df.attrs["thresholds_source"] == "argmax"
 
 
 def test_folder_input_and_probability_functions(tmp_path, sample_records):

@@ -2,8 +2,9 @@
 
 ::
 
-    ecgnat predict --model CKPT records_or_folders... -o predictions.csv [--lead_names I,II]
+    ecgnat predict --model CKPT records_or_folders... -o predictions.csv [--lead_names I,II] [--timeline t.csv]
     ecgnat plot RECORD [--model CKPT] [-o ecg.png] [--fusion_output fusion.png]
+    ecgnat plot --timeline t.csv [-o timeline.png] [--record_id ID]
     ecgnat pretrain | finetune | linear-probe | evaluate | label-efficiency | demo  [recipe arguments]
     ecgnat --version
 
@@ -20,8 +21,9 @@ from __future__ import annotations
 import os
 
 # Before numpy/torch are imported: on small machines BLAS threads started by numpy/scipy/sklearn fight
-# torch's intra-op threads (measured 5-10x slower training on 2 cores). A user's own setting wins;
-# ``--num_threads`` sets torch's thread count explicitly for machines with many cores.
+# torch's intra-op threads (measured 5-10x slower training on 2 cores), so BLAS gets one thread. torch
+# gets one thread for the recipes (their dataloaders use the other cores) and every available core for
+# ``predict`` and ``plot``. A user's own setting wins; ``--num_threads`` sets torch's thread count.
 # Note: the console script imports the package ``ecgnat_hf`` (and with it numpy and torch) before this
 # module, so these variables can come too late for libraries already loaded; ``_limit_threads`` in
 # ``main()`` therefore also applies the same limits at run time (threadpoolctl for BLAS, torch directly).
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     parser.add_argument("--num_threads", type=int, default=None,
-                        help="torch CPU threads (default: the OMP_NUM_THREADS environment variable, else 1)")
+                        help="torch CPU threads (default: the OMP_NUM_THREADS environment variable; else every "
+                        "available core for predict and plot, 1 for the training recipes). BLAS stays at 1 "
+                        "thread so that it does not fight torch's threads")
     parser.add_argument("--log_level", default="warning", choices=["debug", "info", "warning", "error"],
                         help="logging verbosity (default: warning)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -97,11 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="records or folders in, a CSV of per-class probabilities out",
-        description="Predict per-class probabilities for ECG records (WFDB .hea/.dat/.mat or MATLAB files). "
-        "Folders are searched recursively. Records longer than the checkpoint's window (window_s in its "
-        "preprocessor_config.json) are cut into windows whose probabilities are averaged per record. "
-        "Records that cannot be read are listed in the errors CSV; the others are still predicted "
-        "(exit code 1 when any record failed).",
+        description="Predict per-class probabilities and labels for ECG records of any length (WFDB "
+        ".hea/.dat/.mat or MATLAB files). Folders are searched recursively. Records are read and scored "
+        "chunk by chunk (memory does not grow with length: 24-hour Holters, 14-day patches) in windows "
+        "of the checkpoint's window_s (preprocessor_config.json), whose probabilities are averaged per "
+        "record. 'labels' holds the classes at or above the checkpoint's decision thresholds (arg-max for "
+        "single-label models); time_positive_<class> is the fraction of the recording's time above them. "
+        "Each record's row is written as soon as it is finished. Records that cannot be read are listed "
+        "in the errors CSV; the others are still predicted (exit code 1 when any record failed).",
     )
     p.add_argument("inputs", nargs="+", metavar="RECORD_OR_FOLDER",
                    help="record paths (with or without extension) and/or folders")
@@ -116,7 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregate", choices=["mean", "max"], default="mean",
                    help="how window probabilities are pooled per record (default: mean)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
-    p.add_argument("--resume", action="store_true", help="skip records already in --output and keep its rows")
+    p.add_argument("--timeline", default=None, metavar="FILE",
+                   help="also write every window's probabilities with its start/end time in seconds "
+                   "(.csv, or .parquet); draw it with `ecgnat plot --timeline FILE`")
+    p.add_argument("--chunk_s", type=float, default=600.0,
+                   help="seconds of recording read and preprocessed at a time (bounded memory; results do "
+                   "not depend on it; default: 600)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip records already in --output and keep its rows (refused when it was written "
+                   "by another model or with other options)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
 
@@ -127,7 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "lacks are marked 'not recorded'). With --model the box shows the model's top predictions for the "
         "whole record and a second PNG shows the lead-fusion attention weights averaged over time.",
     )
-    q.add_argument("record", help="record path (with or without extension)")
+    q.add_argument("record", nargs="?", default=None,
+                   help="record path (with or without extension); not needed with --timeline")
+    q.add_argument("--timeline", default=None, metavar="FILE",
+                   help="draw the class probabilities over time from an `ecgnat predict --timeline` file "
+                   "instead of a printout (one panel per record; --record picks one)")
+    q.add_argument("--record_id", default=None, help="with --timeline: the record to draw (default: all)")
+    # with --timeline, --model only reads the checkpoint's config.json: its decision thresholds are drawn
     q.add_argument("--model", "-m", default=None, help="checkpoint directory: adds predictions and the fusion plot")
     q.add_argument("--output", "-o", default=None, help="PNG to write (default: <record id>_ecg.png)")
     q.add_argument("--fusion_output", default=None,
@@ -162,7 +183,19 @@ def _split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
 _BLAS_LIMIT = None  # keeps the threadpoolctl limit alive for the life of the process
 
 
-def _limit_threads(num_threads: int | None) -> None:
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity / cgroup-aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+#: subcommands whose torch default is every available core (inference); the recipes keep 1
+_ALL_CORES_COMMANDS = ("predict", "plot")
+
+
+def _limit_threads(num_threads: int | None, command: str | None = None) -> None:
     """Apply the thread limits at run time too (see the note at the top of this module)."""
     global _BLAS_LIMIT
     if not (_USER_SET_THREADS["OPENBLAS_NUM_THREADS"] or _USER_SET_THREADS["MKL_NUM_THREADS"]):
@@ -176,16 +209,20 @@ def _limit_threads(num_threads: int | None) -> None:
 
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    elif not _USER_SET_THREADS["OMP_NUM_THREADS"]:
+    elif _USER_SET_THREADS["OMP_NUM_THREADS"]:
+        pass  # the user's OMP_NUM_THREADS: torch read it at import
+    elif command in _ALL_CORES_COMMANDS:
+        torch.set_num_threads(available_cores())
+    else:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
 
 
-def _setup(args) -> None:
+def _setup(args, command: str | None = None) -> None:
     level = getattr(logging, str(args.log_level).upper(), logging.WARNING)
     logging.basicConfig(level=level, format="ecgnat: %(levelname)s: %(message)s")
     if args.num_threads is not None and args.num_threads < 1:
         raise UsageError(f"--num_threads must be >= 1, got {args.num_threads}")
-    _limit_threads(args.num_threads)
+    _limit_threads(args.num_threads, command)
 
 
 def _quiet_transformers() -> None:
@@ -250,8 +287,12 @@ def _load(model_path: str, device):
     if Path(model_path).exists() and not Path(model_path).is_dir():
         raise UsageError(f"--model {model_path}: not a checkpoint directory")
     # anything else: a checkpoint directory, or a hub id found in the local cache (HF_HUB_OFFLINE=1 works)
+    from .inference import CheckpointError
+
     try:
         return load_model_and_feature_extractor(model_path, device=device)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot load the checkpoint {model_path!r}: {exc}") from None
 
@@ -296,10 +337,33 @@ def _run_recipe(command: str, rest: list[str]) -> int:
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
+def _check_writable(option: str, path: Path) -> None:
+    """Fail before any work when an output file cannot be written."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: cannot write there (permission denied or not a folder)")
+
+
+def _finished_rows(path: Path) -> int:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return max(0, sum(1 for line in f if line.endswith("\n")) - 1)
+    except OSError:
+        return 0
+
+
 def _cmd_predict(args) -> int:
-    from .inference import collect_record_paths, predict_records
+    from .data.errors import ECGDataError
+    from .inference import ResumeError, collect_record_paths, predict_records
 
     _check_positive("--batch_size", args.batch_size)
+    if not args.chunk_s > 0:
+        raise UsageError(f"--chunk_s must be > 0, got {args.chunk_s}")
     leads = _parse_leads(args.lead_names)
     missing = [x for x in args.inputs if not _record_exists(Path(x))]
     if missing:
@@ -308,18 +372,43 @@ def _cmd_predict(args) -> int:
     if not records:
         raise UsageError(f"no ECG records (.hea or .mat files) found in {', '.join(args.inputs)}")
     output = Path(args.output)
-    if output.suffix.lower() != ".csv" and output.is_dir():
-        raise UsageError(f"--output {output} is a folder; give a .csv file name")
     errors_csv = Path(args.errors_csv) if args.errors_csv else output.with_name(output.stem + ".errors.csv")
+    timeline = Path(args.timeline) if args.timeline else None
+    _check_writable("--output", output)
+    _check_writable("--errors_csv", errors_csv)
+    if timeline is not None:
+        _check_writable("--timeline", timeline)
+        if timeline.suffix.lower() not in (".csv", ".parquet", ".pq"):
+            raise UsageError(f"--timeline {timeline}: give a .csv or .parquet file name")
+    if len({p.resolve() for p in (output, errors_csv, timeline) if p is not None}) < (3 if timeline else 2):
+        raise UsageError("--output, --errors_csv and --timeline must be different files")
     device = _device(args.device)
     model, fe = _load(args.model, device)
-    df = predict_records(
-        model, records, feature_extractor=fe, batch_size=args.batch_size, lead_names=leads,
-        aggregate=args.aggregate, progress=not args.no_progress, output_csv=output, errors_csv=errors_csv,
-        resume=args.resume, strict=args.strict,
-    )
+    try:
+        df = predict_records(
+            model, records, feature_extractor=fe, batch_size=args.batch_size, lead_names=leads,
+            aggregate=args.aggregate, progress=not args.no_progress, output_csv=output, errors_csv=errors_csv,
+            timeline=timeline, resume=args.resume, strict=args.strict, chunk_s=args.chunk_s,
+        )
+    except ResumeError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"{PROG} predict: interrupted; {_finished_rows(output)} finished record(s) are in {output}"
+              f"{' (rerun with --resume to continue)' if records else ''}", file=sys.stderr)
+        return 130
+    except ECGDataError as exc:  # --strict
+        print(f"{PROG}: error: {exc}\n{PROG} predict: stopped at the first bad record (--strict); "
+              f"{_finished_rows(output)} finished record(s) are in {output}", file=sys.stderr)
+        return 1
     errors = df.attrs.get("errors", [])
-    print(f"wrote {len(df)} record(s) to {output}")
+    print(f"wrote {len(df)} record(s) to {output}" + (f", windows to {timeline}" if timeline else ""))
+    t = df.attrs.get("timing") or {}
+    if t.get("windows") and t.get("seconds"):
+        print(f"scored {t['windows']} windows ({t['recording_s'] / 3600:.3g} h of recording) in {t['seconds']:.1f} s: "
+              f"{t['recording_s'] / t['seconds']:.0f}x real time with {_torch_threads()} torch thread(s)")
+    source = df.attrs.get("thresholds_source")
+    if source and source not in ("config", "argmax", "none"):
+        print(f"{PROG} predict: note: labels use {source}", file=sys.stderr)
     if errors:
         print(f"{PROG} predict: {len(errors)} record(s) could not be used (listed in {errors_csv}):", file=sys.stderr)
         for e in errors[:10]:
@@ -327,6 +416,44 @@ def _cmd_predict(args) -> int:
         if len(errors) > 10:
             print(f"  ... and {len(errors) - 10} more", file=sys.stderr)
         return 1
+    return 0
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _cmd_plot_timeline(args) -> int:
+    """``ecgnat plot --timeline FILE``: class probabilities over each recording."""
+    from .training.plots import plot_timeline
+
+    path = Path(args.timeline)
+    if not path.is_file():
+        raise UsageError(f"--timeline {path}: no such file")
+    if args.fusion_output or args.record:
+        raise UsageError("--timeline draws a predict timeline file; it takes no RECORD or --fusion_output")
+    output = Path(args.output) if args.output else path.with_name(path.stem + ".png")
+    _check_writable("--output", output)
+    thresholds = None
+    if args.model:  # only the config: the thresholds drawn as dashed lines
+        from transformers import AutoConfig
+
+        from .training.thresholds import label_names_from_config, thresholds_from_config
+
+        try:
+            config = AutoConfig.from_pretrained(args.model)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot load the checkpoint config {args.model!r}: {exc}") from None
+        values, _ = thresholds_from_config(config)
+        if values is not None:
+            thresholds = dict(zip(label_names_from_config(config), map(float, values)))
+    try:
+        plot_timeline(path, output, record_id=args.record_id, title=args.title, thresholds=thresholds)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"--timeline {path}: {exc}") from None
+    print(f"wrote {output}")
     return 0
 
 
@@ -456,16 +583,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command in RECIPES:
             args = parser.parse_args(global_args)
-            _setup(args)
+            _setup(args, command)
             return _run_recipe(command, rest)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        _setup(args)
+        _setup(args, args.command)
         if args.command == "predict":
             return _cmd_predict(args)
+        if args.command == "plot" and args.timeline is not None:
+            return _cmd_plot_timeline(args)
         if args.command == "plot":
+            if args.record is None:
+                raise UsageError("give a RECORD to plot, or --timeline FILE")
             return _cmd_plot(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse catches it first
     except UsageError as exc:

@@ -1,37 +1,47 @@
-"""Batch inference on ECG record files: records or a folder in, one row of class probabilities per record out.
+"""Batch inference on ECG record files of any length: records or folders in, one row per record out.
 
 :func:`predict_records` is the engine behind ``ecgnat predict`` and usable on its own::
 
     from ecgnat_hf.inference import predict_records
-    df = predict_records("path/to/checkpoint", "path/to/folder_of_wfdb_records")
+    df = predict_records("path/to/checkpoint", "path/to/folder_of_wfdb_records", timeline="timeline.csv")
     df.attrs["errors"]          # records that could not be used: which file, which error, why
 
 How a record becomes a row
 --------------------------
-1. :func:`ecgnat_hf.data.read_record` reads it (WFDB ``.hea`` + ``.dat``/``.mat``, or a MATLAB file).
-2. The checkpoint's own feature extractor (``preprocessor_config.json``) maps the leads, resamples to
-   the model's rate and cuts the record into windows of ``window_s`` seconds (overlapping, the last
-   one aligned to the end), so a 30-minute Holter strip and a 10-second 12-lead ECG go through the
-   same path. A record shorter than one window is one padded window.
-3. The model scores every window; scores become probabilities per window (sigmoid for multi-label,
-   softmax for single-label, unchanged for regression) and are then pooled per record (mean by
-   default, or max) with :meth:`ECGNATFeatureExtractor.aggregate`. Probabilities, not logits, are
-   averaged, so a softmax row still sums to one.
+1. :class:`ecgnat_hf.streaming.RecordStream` reads the record (WFDB ``.hea`` + ``.dat``/``.mat``, or a
+   MATLAB file) one chunk of ``chunk_s`` seconds at a time, and the checkpoint's own feature extractor
+   (``preprocessor_config.json``) maps the leads, resamples to the model's rate and cuts windows of
+   ``window_s`` seconds (overlapping, the last one aligned to the end): the same windows as for the
+   whole record at once, so a 10-second 12-lead ECG, a 24-hour Holter and a 14-day patch go through
+   the same path, and memory does not grow with the length. A record shorter than one window is one
+   padded window.
+2. The model scores every window; scores become probabilities per window (sigmoid for multi-label,
+   softmax for single-label, unchanged for regression), pooled per record (mean by default, or max).
+3. Decisions: a multi-label class is positive when its probability reaches the checkpoint's decision
+   threshold (``config.decision_thresholds``, fitted on the validation split at fine-tuning; 0.5 when
+   the checkpoint has none, said in the log and in ``df.attrs["thresholds_source"]``); a single-label
+   model gives its arg-max label. ``labels`` lists the positive labels of the pooled probabilities;
+   ``time_positive_<class>`` is the fraction of the recording's time whose window is positive (each
+   window stands for the time from its start to the next window's start).
+4. ``timeline``: every window's probabilities with its start and end time (CSV or Parquet).
 
 Windows of several records share a batch, so many short records run as fast as one long one.
 
-Failures
---------
+Failures and durability
+-----------------------
 A record that cannot be used (missing or truncated file, unreadable header, NaN samples, unknown
 leads, too short...) does not stop the run: it is recorded as an :class:`ECGDataError` (record +
 problem) in ``df.attrs["errors"]`` and, when ``errors_csv`` is given, in that file. With
-``output_csv`` the results are written while the run goes on (at most every ``flush_every_s``
-seconds and at the end) to a temporary file that is then renamed over the target, so the CSV on
-disk is always complete and readable, and an interrupted run (Ctrl-C) leaves every finished row in
-it. ``resume=True`` skips records already present in ``output_csv``.
+``output_csv``, the files are opened (so checked) before any work, and every record's row is written
+and flushed as soon as the record is finished: Ctrl-C, a crash or ``strict=True`` keep every finished
+record. ``resume=True`` keeps the rows of a previous run and skips their records; it refuses a file
+written by another model, with other options or in another format (the run's description is kept
+beside the CSV in ``<stem>.run.json``). A checkpoint without a trained classification head (a
+pretraining checkpoint) is refused with :class:`CheckpointError` rather than scored with random weights.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -55,14 +65,35 @@ __all__ = [
     "window_outputs",
     "scores_to_probabilities",
     "write_csv_atomic",
+    "run_description",
+    "CheckpointError",
+    "ResumeError",
     "META_COLUMNS",
+    "DECISION_COLUMNS",
     "ERROR_COLUMNS",
+    "TIMELINE_COLUMNS",
+    "RUN_FORMAT",
 ]
 
 #: columns before the per-class probability columns, in order
 META_COLUMNS = ("record_id", "path", "n_windows", "duration_s", "sampling_rate", "leads_used", "leads_ignored")
+#: after META_COLUMNS: ``quality`` (signal-quality findings, ``;``-separated, empty when none or when no
+#: check ran; filled by the ``quality_fn`` hook) and ``labels`` (the decided labels, ``;``-separated)
+DECISION_COLUMNS = ("quality", "labels")
 #: columns of the errors table
 ERROR_COLUMNS = ("record_id", "path", "error", "problem")
+#: columns of the timeline before the per-class probabilities
+TIMELINE_COLUMNS = ("record_id", "path", "window", "start_s", "end_s")
+#: format tag of ``<stem>.run.json``, checked by ``resume``
+RUN_FORMAT = "ecgnat-predict/2"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for prediction (e.g. no trained classification head)."""
+
+
+class ResumeError(ValueError):
+    """``resume`` asked to continue a file written by another model, with other options or in another format."""
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -80,7 +111,9 @@ def load_model_and_feature_extractor(model_or_path, feature_extractor=None, devi
 
     if isinstance(model_or_path, (str, os.PathLike)):
         source = os.fspath(model_or_path)
-        model = AutoModelForSequenceClassification.from_pretrained(source, **load_kwargs)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            source, output_loading_info=True, **load_kwargs)
+        _check_trained(model, info, source)
         if feature_extractor is None:
             feature_extractor = AutoFeatureExtractor.from_pretrained(source)
     else:
@@ -111,6 +144,24 @@ def load_model_and_feature_extractor(model_or_path, feature_extractor=None, devi
             "use the checkpoint's own preprocessor_config.json"
         )
     return model, feature_extractor
+
+
+def _check_trained(model, info: dict, source: str) -> None:
+    """Refuse weights that from_pretrained had to initialise at random (a pretraining checkpoint has no
+    classification head: its predictions would be noise with real-looking labels)."""
+    missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k
+                                                      for k in info.get("mismatched_keys") or []]
+    if not missing:
+        return
+    archs = getattr(model.config, "architectures", None) or []
+    kind = (" It was saved as " + ", ".join(archs) + ": a pretraining checkpoint."
+            if any("PreTraining" in a for a in archs) else "")
+    shown = ", ".join(sorted(missing)[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    raise CheckpointError(
+        f"{source}: no trained classification head: {len(missing)} weight(s) are not in the checkpoint and "
+        f"would be random ({shown}).{kind} Fine-tune it first (ecgnat finetune --model_name_or_path "
+        f"{source} ...) and predict with the fine-tuned checkpoint."
+    )
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -299,18 +350,225 @@ def _as_data_error(exc: BaseException, record: str) -> ECGDataError:
     return err
 
 
+# --------------------------------------------------------------------------------------------- run files
+def _fingerprint(model, fe) -> str:
+    """sha256 of the weights, the model config (thresholds and labels included) and the preprocessing."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    cfg = model.config.to_dict()
+    cfg.pop("_name_or_path", None)
+    cfg.pop("transformers_version", None)
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    pre = fe.to_dict() if hasattr(fe, "to_dict") else {}
+    h.update(json.dumps(pre, sort_keys=True, default=str).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_description(model, fe, columns, options: dict) -> dict:
+    """What ``<stem>.run.json`` holds: enough to refuse resuming a file made by another model or with
+    other options."""
+    return {
+        "format": RUN_FORMAT,
+        "model": str(getattr(model, "name_or_path", "") or ""),
+        "model_fingerprint": _fingerprint(model, fe),
+        "columns": list(columns),
+        "options": options,
+    }
+
+
+def _run_json_path(output_csv) -> Path:
+    p = Path(os.fspath(output_csv))
+    return p.with_name(p.stem + ".run.json")
+
+
+def _check_resumable(output_csv: Path, expected: dict) -> None:
+    meta_path = _run_json_path(output_csv)
+    try:
+        previous = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResumeError(
+            f"cannot resume {output_csv}: {meta_path.name} is missing beside it, so the file was not written by "
+            f"this version of ecgnat predict (or was moved without it); predict into a new file") from None
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"cannot resume {output_csv}: {meta_path} is unreadable ({exc})") from None
+    if not isinstance(previous, dict) or previous.get("format") != RUN_FORMAT:
+        got = previous.get("format") if isinstance(previous, dict) else type(previous).__name__
+        raise ResumeError(f"cannot resume {output_csv}: written in format {got!r}, this is {RUN_FORMAT!r}")
+    if previous.get("model_fingerprint") != expected["model_fingerprint"]:
+        raise ResumeError(
+            f"cannot resume {output_csv}: it was written by another model ({previous.get('model') or 'unnamed'}, "
+            f"weights/config/preprocessing {str(previous.get('model_fingerprint'))[:12]}) than this one "
+            f"({expected['model'] or 'unnamed'}, {expected['model_fingerprint'][:12]})")
+    if previous.get("columns") != expected["columns"]:
+        raise ResumeError(f"cannot resume {output_csv}: its columns {previous.get('columns')} differ from "
+                          f"this run's {expected['columns']}")
+    diff = {k: (previous.get("options", {}).get(k), v) for k, v in expected["options"].items()
+            if previous.get("options", {}).get(k) != v}
+    if diff:
+        shown = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ResumeError(f"cannot resume {output_csv}: it was written with other options ({shown})")
+
+
+def _complete_rows(path: Path, columns: list[str]) -> list[list[str]]:
+    """The complete data rows of a CSV written by a previous run (a last line cut by a crash is dropped).
+    Raises ResumeError when its header is not ``columns``."""
+    import csv
+
+    text = path.read_text(encoding="utf-8")
+    complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+    rows = list(csv.reader(complete.splitlines()))
+    if not rows or rows[0] != list(columns):
+        raise ResumeError(f"cannot resume {path}: its header is not this run's columns {list(columns)}")
+    return [r for r in rows[1:] if len(r) == len(columns)]
+
+
+class _CsvAppender:
+    """A CSV opened before the work starts; rows are appended and flushed one by one."""
+
+    def __init__(self, path, columns, keep_rows: list[list[str]] | None = None, fsync_every_s: float = 10.0):
+        import csv
+
+        self.path = Path(os.fspath(path))
+        self.columns = list(columns)
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a folder, not a CSV file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # header (+ rows kept by resume) through an atomic rename, then append
+        import pandas as pd
+
+        write_csv_atomic(pd.DataFrame(keep_rows or [], columns=self.columns), self.path)
+        self._f = open(self.path, "a", encoding="utf-8", newline="")
+        self._w = csv.writer(self._f, lineterminator="\n")
+        self._last_sync = time.monotonic()
+        self.fsync_every_s = fsync_every_s
+
+    def write(self, row: dict) -> None:
+        self._w.writerow([_csv_cell(row.get(c, "")) for c in self.columns])
+        self._f.flush()
+        if time.monotonic() - self._last_sync >= self.fsync_every_s:
+            os.fsync(self._f.fileno())
+            self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+
+
+def _csv_cell(v):
+    if isinstance(v, float):
+        return repr(v)  # shortest text that reads back to the same float
+    return v
+
+
+class _TimelineWriter:
+    """Per-window probabilities, appended as records are scored: CSV (flushed per chunk) or Parquet
+    (``.parquet``/``.pq``; row groups of ``rows_per_group``, complete once closed)."""
+
+    def __init__(self, path, columns, keep_paths: set[str] | None = None, rows_per_group: int = 50_000):
+        self.path = Path(os.fspath(path))
+        self.columns = list(columns)
+        self.parquet = self.path.suffix.lower() in (".parquet", ".pq")
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a folder, not a timeline file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._buffer: list = []
+        self._n_buffered = 0
+        self.rows_per_group = rows_per_group
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            kept = None
+            if keep_paths is not None and self.path.is_file():
+                table = pq.read_table(self.path)
+                if table.column_names != self.columns:
+                    raise ResumeError(f"cannot resume {self.path}: its columns are not this run's")
+                mask = [str(p) in keep_paths for p in table.column("path").to_pylist()]
+                kept = table.filter(pa.array(mask))
+            self._schema = pa.schema([(c, pa.string() if c in ("record_id", "path") else
+                                       pa.int64() if c == "window" else pa.float64()) for c in self.columns])
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+            if kept is not None and kept.num_rows:
+                self._writer.write_table(kept.cast(self._schema))
+        else:
+            import csv
+
+            keep_rows = []
+            if keep_paths is not None and self.path.is_file():
+                keep_rows = [r for r in _complete_rows(self.path, self.columns) if r[1] in keep_paths]
+            import pandas as pd
+
+            write_csv_atomic(pd.DataFrame(keep_rows, columns=self.columns), self.path)
+            self._f = open(self.path, "a", encoding="utf-8", newline="")
+            self._csv = csv.writer(self._f, lineterminator="\n")
+
+    def write(self, record_id: str, path: str, chunk, probs: np.ndarray) -> None:
+        n = len(chunk)
+        cols = {
+            "record_id": [record_id] * n, "path": [path] * n, "window": chunk.index.astype(np.int64),
+            "start_s": chunk.start_s, "end_s": chunk.end_s,
+        }
+        for k, c in enumerate(self.columns[len(TIMELINE_COLUMNS):]):
+            cols[c] = probs[:, k]
+        if self.parquet:
+            import pyarrow as pa
+
+            self._buffer.append(pa.table({c: cols[c] for c in self.columns}, schema=self._schema))
+            self._n_buffered += n
+            if self._n_buffered >= self.rows_per_group:
+                self._flush_parquet()
+        else:
+            for i in range(n):
+                self._csv.writerow([record_id, path, int(cols["window"][i]), repr(float(chunk.start_s[i])),
+                                    repr(float(chunk.end_s[i]))] + [repr(float(v)) for v in probs[i]])
+            self._f.flush()
+
+    def _flush_parquet(self) -> None:
+        import pyarrow as pa
+
+        if self._buffer:
+            self._writer.write_table(pa.concat_tables(self._buffer))
+            self._buffer, self._n_buffered = [], 0
+
+    def close(self) -> None:
+        if self.parquet:
+            if self._writer is not None:
+                self._flush_parquet()
+                self._writer.close()
+                self._writer = None
+        elif not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+
+
 # --------------------------------------------------------------------------------------------- main API
 @dataclass
-class _Pending:
+class _Record:
+    """One record in flight: its stream, its running pools and its row."""
+
+    path: str
+    stream: Any
     row: dict
-    features: Any
-    n_windows: int
+    quality: list = field(default_factory=list)
+    n_scored: int = 0
+    sum: Any = None
+    max: Any = None
+    positive_s: Any = None
+    read_done: bool = False
+    in_flight: int = 0
 
 
-@dataclass
-class _State:
-    rows: list = field(default_factory=list)
-    errors: list = field(default_factory=list)
+def _time_columns(class_cols: Sequence[str]) -> list[str]:
+    return [f"time_positive_{c}" for c in class_cols]
 
 
 def predict_records(
@@ -324,155 +582,294 @@ def predict_records(
     *,
     output_csv: str | os.PathLike | None = None,
     errors_csv: str | os.PathLike | None = None,
+    timeline: str | os.PathLike | None = None,
     resume: bool = False,
     strict: bool = False,
     function_to_apply: str | None = None,
     device=None,
+    chunk_s: float = 600.0,
+    quality_fn=None,
     flush_every_s: float = 10.0,
 ):
-    """Predict per-class probabilities for ECG records; one row per record.
+    """Predict per-class probabilities and labels for ECG records of any length; one row per record.
 
     Args:
-        model_or_path: a checkpoint directory / hub id, or a loaded ECG-NAT classification model.
+        model_or_path: a checkpoint directory / hub id, or a loaded ECG-NAT classification model. A
+            checkpoint without a trained head (a pretraining checkpoint) raises :class:`CheckpointError`.
         paths: a folder (searched recursively), a record path, or a list of those. Record paths may
             carry ``.hea``/``.dat``/``.mat`` or no extension.
         feature_extractor: default: the checkpoint's own (``preprocessor_config.json``): its
-            ``window_s`` decides how long records are windowed.
+            ``window_s`` and ``window_stride_s`` decide the windows.
         batch_size: windows per forward pass (windows of several records share a batch).
         lead_names: restrict to these leads (``["I", "II"]`` or ``"I,II"``), or name the leads of
             records whose files do not (see :func:`select_leads`).
         aggregate: ``"mean"`` or ``"max"`` over a record's windows.
         progress: show a tqdm bar over records.
-        output_csv: also write the table there, atomically, during and at the end of the run.
-        errors_csv: write the failed records there (columns ``record_id, path, error, problem``);
-            always written when given (header only when nothing failed), so it is never stale.
-        resume: with ``output_csv``, skip records whose path is already in that file and keep its rows.
-        strict: raise the first record error instead of collecting it.
+        output_csv: write each record's row there as soon as the record is finished (opened, so
+            checked, before any work). ``<stem>.run.json`` beside it describes the run for ``resume``.
+        errors_csv: the failed records (columns ``record_id, path, error, problem``), one line per
+            failure as it happens; header only when nothing failed, so it is never stale.
+        timeline: also write every window's probabilities with ``record_id, path, window, start_s,
+            end_s`` (seconds from the start of the recording): CSV, or Parquet for ``.parquet``/``.pq``.
+        resume: with ``output_csv``, keep its rows and skip their records; refuses (:class:`ResumeError`)
+            a file written by another model, with other options or in another format.
+        strict: stop at the first record error: records already read are finished and written, then
+            the error is raised.
         function_to_apply: override the score -> probability function (see
             :func:`scores_to_probabilities`).
         device: move the model there (default: where it is).
+        chunk_s: seconds of recording read and preprocessed at a time (bounded memory; see
+            :mod:`ecgnat_hf.streaming`). Results do not depend on it.
+        quality_fn: optional signal-quality hook, called on every chunk of raw signal as
+            ``quality_fn(signal (leads, samples) mV, sampling_rate, lead_names)``; it returns a finding
+            (str), a list of findings or None, which go (deduplicated, ``;``-separated) to the ``quality``
+            column; raising :class:`ECGDataError` refuses the record.
 
     Returns:
         ``pandas.DataFrame`` with columns ``record_id, path, n_windows, duration_s, sampling_rate,
-        leads_used, leads_ignored`` and one column per class (``config.id2label`` order; a label
-        that collides with those names gets a ``prob_`` prefix). ``df.attrs["errors"]`` lists the
-        failed records as dicts ``{record_id, path, error, problem}`` and
-        ``df.attrs["error_objects"]`` the :class:`ECGDataError` instances.
+        leads_used, leads_ignored, quality, labels``, one probability column per class
+        (``config.id2label`` order; a label that collides with those names gets a ``prob_`` prefix),
+        then ``time_positive_<class>`` per class (classification models). ``df.attrs``: ``errors``
+        (dicts ``{record_id, path, error, problem}``), ``error_objects`` (the :class:`ECGDataError`
+        instances), ``thresholds`` and ``thresholds_source``, ``timing`` (``windows`` scored,
+        ``recording_s`` of recording and wall ``seconds`` of this call, model loading excluded).
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .data.records import read_record
+    from .streaming import RecordStream
+    from .training.thresholds import decision_rule, positive_mask, thresholds_from_config
 
     if aggregate not in ("mean", "max"):
         raise ValueError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not chunk_s > 0:
+        raise ValueError(f"chunk_s must be positive, got {chunk_s}")
     batch_size = int(batch_size)
     if isinstance(lead_names, str):
         lead_names = [x for x in lead_names.replace(" ", ",").split(",") if x]
     if resume and output_csv is None:
         raise ValueError("resume=True needs output_csv (the file whose rows are kept)")
     model, fe = load_model_and_feature_extractor(model_or_path, feature_extractor, device=device)
-    class_cols = _label_columns(model.config)
-    columns = list(META_COLUMNS) + class_cols
+    config = model.config
+    class_cols = _label_columns(config)
+    rule = decision_rule(config)
+    thresholds, thresholds_source = thresholds_from_config(config)
+    if function_to_apply is not None and rule != "none":
+        logger.info("function_to_apply=%r: decisions use the same rule (%s) on these scores", function_to_apply, rule)
+    if rule == "threshold" and thresholds_source != "config":
+        logger.warning("the checkpoint has no fitted decision thresholds: labels use %s", thresholds_source)
+    time_cols = _time_columns(class_cols) if rule != "none" else []
+    columns = list(META_COLUMNS) + list(DECISION_COLUMNS) + class_cols + time_cols
     record_paths = collect_record_paths(paths)
+    options = {
+        "aggregate": aggregate, "lead_names": list(lead_names) if lead_names else None,
+        "function_to_apply": function_to_apply,
+    }
 
-    state = _State()
-    if resume and Path(output_csv).is_file():
-        previous = pd.read_csv(output_csv)
-        missing = [c for c in columns if c not in previous.columns]
-        if missing:
-            raise ValueError(f"cannot resume from {output_csv}: it lacks columns {missing} (another model?)")
-        state.rows = previous[columns].to_dict("records")
-        done = {os.path.abspath(str(p)) for p in previous["path"]}
-        before = len(record_paths)
-        record_paths = [p for p in record_paths if os.path.abspath(str(p)) not in done]
-        logger.info("resume: %d of %d records already in %s", before - len(record_paths), before, output_csv)
+    rows: list[dict] = []
+    errors: list[ECGDataError] = []
+    out = err_out = tl = None
+    description = run_description(model, fe, columns, options) if output_csv is not None else None
+    # open every output first: an unwritable path fails now, not after the work
+    try:
+        keep: list[list[str]] = []
+        if resume and Path(output_csv).is_file():
+            _check_resumable(Path(output_csv), description)
+            keep = _complete_rows(Path(output_csv), columns)
+            done = {os.path.abspath(r[1]) for r in keep}
+            before = len(record_paths)
+            record_paths = [p for p in record_paths if os.path.abspath(str(p)) not in done]
+            logger.info("resume: %d of %d records already in %s", before - len(record_paths), before, output_csv)
+            rows = [_typed_row(dict(zip(columns, r)), columns) for r in keep]
+        if output_csv is not None:
+            out = _CsvAppender(output_csv, columns, keep, fsync_every_s=flush_every_s)
+            write_json_atomic(description, _run_json_path(output_csv))
+        if errors_csv is not None:
+            err_out = _CsvAppender(errors_csv, ERROR_COLUMNS, fsync_every_s=flush_every_s)
+        if timeline is not None:
+            kept_paths = {r[1] for r in keep} if resume else None
+            tl = _TimelineWriter(timeline, list(TIMELINE_COLUMNS) + class_cols, kept_paths)
+    except BaseException:
+        for w in (out, err_out, tl):
+            if w is not None:
+                w.close()
+        raise
 
     def frame():
-        df = pd.DataFrame(state.rows, columns=columns)
-        df.attrs["errors"] = [
-            {"record_id": Path(e.record).name, "path": e.record, "error": type(e).__name__, "problem": e.problem}
-            for e in state.errors
-        ]
-        df.attrs["error_objects"] = list(state.errors)
+        df = pd.DataFrame(rows, columns=columns)
+        df.attrs["errors"] = [_error_dict(e) for e in errors]
+        df.attrs["error_objects"] = list(errors)
+        df.attrs["thresholds"] = None if thresholds is None else dict(zip(class_cols, map(float, thresholds)))
+        df.attrs["thresholds_source"] = thresholds_source
+        df.attrs["timing"] = {"windows": n_scored, "recording_s": float(recording_s),
+                              "seconds": time.monotonic() - t_start}
         return df
 
-    def write_outputs():
-        df = frame()
-        if output_csv is not None:
-            write_csv_atomic(df, output_csv)
-        if errors_csv is not None:
-            write_csv_atomic(pd.DataFrame(df.attrs["errors"], columns=list(ERROR_COLUMNS)), errors_csv)
-        return df
+    pending: list = []  # (record, chunk) read and preprocessed, not yet scored
+    n_pending = 0
+    n_scored, recording_s, t_start = 0, 0.0, time.monotonic()
 
-    pending: list[_Pending] = []
-    pending_windows = 0
+    def finish(r: _Record):
+        nonlocal n_scored, recording_s
+        n_scored += r.n_scored
+        recording_s += r.stream.duration_s
+        n = max(r.n_scored, 1)
+        pooled = r.sum / n if aggregate == "mean" else r.max
+        r.row["quality"] = ";".join(dict.fromkeys(r.quality))
+        decided = positive_mask(pooled[None, :], config, thresholds) if rule != "none" else None
+        r.row["labels"] = ";".join(c for c, on in zip(_label_names(config), decided[0]) if on) if decided is not None else ""
+        r.row.update({c: float(v) for c, v in zip(class_cols, pooled)})
+        if time_cols:
+            dur = r.stream.duration_s
+            r.row.update({c: float(v / dur) if dur > 0 else float("nan") for c, v in zip(time_cols, r.positive_s)})
+        rows.append(r.row)
+        if out is not None:
+            out.write(r.row)
 
     def run_pending():
-        nonlocal pending, pending_windows
+        nonlocal pending, n_pending
         if not pending:
             return
-        keys = [k for k in pending[0].features.keys() if k != "record_index"]
-        merged = {k: np.concatenate([np.asarray(p.features[k]) for p in pending]) for k in keys}
-        logits, _ = window_outputs(model, merged, batch_size=batch_size)
-        probs = scores_to_probabilities(logits, model.config, function_to_apply)
-        index = np.concatenate([np.full(p.n_windows, i) for i, p in enumerate(pending)])
-        pooled = fe.aggregate(probs, index, n_records=len(pending), reduce=aggregate)
-        for p, values in zip(pending, pooled):
-            p.row.update({c: float(v) for c, v in zip(class_cols, np.atleast_1d(values))})
-            state.rows.append(p.row)
-        pending, pending_windows = [], 0
+        merged = {k: np.concatenate([c.features[k] for _, c in pending])
+                  for k in ("input_values", "lead_mask") if k in pending[0][1].features}
+        try:
+            logits, _ = window_outputs(model, merged, batch_size=batch_size)
+            probs = scores_to_probabilities(logits, config, function_to_apply)
+        except Exception as exc:  # a model failure is not the current record's fault: stop the run
+            raise _BatchFailed(exc) from exc
+        at = 0
+        for r, chunk in pending:
+            p = probs[at : at + len(chunk)]
+            at += len(chunk)
+            r.sum = p.sum(axis=0) if r.sum is None else r.sum + p.sum(axis=0)
+            r.max = p.max(axis=0) if r.max is None else np.maximum(r.max, p.max(axis=0))
+            if time_cols:
+                pos = positive_mask(p, config, thresholds)
+                owned = (pos * chunk.owned_s[:, None]).sum(axis=0)
+                r.positive_s = owned if r.positive_s is None else r.positive_s + owned
+            r.n_scored += len(chunk)
+            r.in_flight -= 1
+            if tl is not None:
+                tl.write(r.row["record_id"], r.path, chunk, p)
+            if r.read_done and r.in_flight == 0:
+                finish(r)
+        pending, n_pending = [], 0
+
+    def fail(r_path: str, exc: Exception, r: _Record | None):
+        nonlocal pending, n_pending
+        err = _as_data_error(exc, r_path)
+        if r is not None:  # drop its chunks that were waiting for the model
+            pending = [(q, c) for q, c in pending if q is not r]
+            n_pending = sum(len(c) for _, c in pending)
+        if strict:
+            run_pending()  # finish (and write) the records read before this one
+            raise err from (None if err is exc else exc)
+        errors.append(err)
+        if err_out is not None:
+            err_out.write(_error_dict(err))
+        logger.warning("skipping %s", err)
 
     bar = tqdm(total=len(record_paths), disable=not progress, unit="record", desc="ecgnat predict")
-    last_flush = time.monotonic()
     try:
         for rec_path in record_paths:
             rec = str(rec_path)
+            r = None
             try:
-                record = read_record(rec_path)
-                signal, names, ignored = select_leads(record, lead_names, fe.lead_names)
-                feats = fe(signal, sampling_rate=record.sampling_rate, lead_names=names)
-                n_windows = int(len(feats["input_values"]))
+                stream = RecordStream(rec_path, fe, lead_names=lead_names, chunk_s=chunk_s)
+                r = _Record(rec, stream, {
+                    "record_id": stream.record_id, "path": rec, "n_windows": stream.n_windows,
+                    "duration_s": round(float(stream.duration_s), 6), "sampling_rate": float(stream.sampling_rate),
+                    "leads_used": ",".join(stream.lead_names_used), "leads_ignored": ",".join(stream.leads_ignored),
+                })
+                if quality_fn is not None:
+                    stream.on_read = lambda x, fs, names, _r=r: _r.quality.extend(_findings(quality_fn(x, fs, names)))
+                for chunk in stream:
+                    pending.append((r, chunk))
+                    r.in_flight += 1
+                    n_pending += len(chunk)
+                    if n_pending >= batch_size:
+                        run_pending()
+                r.row["n_windows"] = stream.n_windows
+                r.read_done = True
+                if r.in_flight == 0:
+                    finish(r)
+            except _BatchFailed as exc:
+                raise exc.__cause__ from None
             except Exception as exc:  # noqa: BLE001 - every per-record failure is reported, none stops the run
-                err = _as_data_error(exc, rec)
-                if strict:
-                    raise err from (None if err is exc else exc)
-                state.errors.append(err)
-                logger.warning("skipping %s", err)
-                bar.set_postfix(errors=len(state.errors))
-                bar.update(1)
-                continue
-            row = {
-                "record_id": record.record_id,
-                "path": rec,
-                "n_windows": n_windows,
-                "duration_s": round(float(record.duration_s), 6),
-                "sampling_rate": float(record.sampling_rate),
-                "leads_used": ",".join(names),
-                "leads_ignored": ",".join(ignored),
-            }
-            pending.append(_Pending(row, feats, n_windows))
-            pending_windows += n_windows
-            if pending_windows >= batch_size:
-                run_pending()
-                if output_csv is not None and time.monotonic() - last_flush >= flush_every_s:
-                    write_outputs()
-                    last_flush = time.monotonic()
+                fail(rec, exc, r)
+                if r is not None:
+                    r.read_done, r.in_flight = False, -1  # never finished
+            if errors:
+                bar.set_postfix(errors=len(errors))
             bar.update(1)
-        run_pending()
-    except BaseException:
-        # keep everything finished so far (Ctrl-C, a crash in one batch...), then re-raise
-        if output_csv is not None or errors_csv is not None:
-            try:
-                write_outputs()
-            except Exception:  # noqa: BLE001 - never mask the original error
-                logger.exception("could not write partial results")
-        raise
+        try:
+            run_pending()
+        except _BatchFailed as exc:
+            raise exc.__cause__ from None
     finally:
         bar.close()
-    df = write_outputs()
-    if state.errors:
-        logger.info("%d of %d record(s) could not be used", len(state.errors), len(record_paths))
-    return df
+        for w in (out, err_out, tl):
+            if w is not None:
+                try:
+                    w.close()
+                except Exception:  # noqa: BLE001 - never mask the original error
+                    logger.exception("could not close %s", getattr(w, "path", w))
+    if errors:
+        logger.info("%d of %d record(s) could not be used", len(errors), len(record_paths))
+    return frame()
+
+
+class _BatchFailed(Exception):
+    """The model failed on a batch (windows of several records): re-raised as the original error."""
+
+
+def _findings(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value if v]
+
+
+def _label_names(config) -> list[str]:
+    from .training.thresholds import label_names_from_config
+
+    return label_names_from_config(config)
+
+
+def _error_dict(e: ECGDataError) -> dict:
+    return {"record_id": Path(str(e.record)).name, "path": e.record, "error": type(e).__name__, "problem": e.problem}
+
+
+_INT_COLUMNS = ("n_windows",)
+_TEXT_COLUMNS = ("record_id", "path", "leads_used", "leads_ignored", "quality", "labels")
+
+
+def _typed_row(row: dict, columns) -> dict:
+    """A row read back from CSV text with the types a fresh row has."""
+    out = {}
+    for c in columns:
+        v = row.get(c, "")
+        if c in _TEXT_COLUMNS:
+            out[c] = v
+        elif c in _INT_COLUMNS:
+            out[c] = int(v)
+        else:
+            out[c] = float(v) if v != "" else float("nan")
+    return out
+
+
+def write_json_atomic(obj, path: str | os.PathLike) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    path = Path(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

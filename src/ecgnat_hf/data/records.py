@@ -403,6 +403,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 def _decode_212(raw: np.ndarray, n: int) -> np.ndarray:
     """Format 212: two 12-bit two's-complement samples in three bytes."""
     n_pairs = (n + 1) // 2
+    if raw.size < n_pairs * 3:  # an odd value count ends on a half pair: its last byte is not in the file
+        raw = np.concatenate([raw, np.zeros(n_pairs * 3 - raw.size, dtype=raw.dtype)])
     b = raw[: n_pairs * 3].astype(np.int32).reshape(-1, 3)
     out = np.empty(n_pairs * 2, dtype=np.int32)
     out[0::2] = b[:, 0] | ((b[:, 1] & 0x0F) << 8)
@@ -570,10 +572,12 @@ def _read_mat_digital(file: Path, fmt: str, n_ch: int, sig_len: int | None, rec:
     return digital.T if rows else digital  # -> (samples, channels)
 
 
-def _check_against_header(digital: np.ndarray, idx: list[int], h: _Header, file_name: str, rec: str) -> None:
+def _check_against_header(digital: np.ndarray, idx: list[int], h: _Header, file_name: str, rec: str,
+                          checksum: bool = True) -> None:
     """WFDB headers carry the first sample and a 16-bit checksum of every signal: a corrupted, swapped or
     re-ordered signal file disagrees with them. Raise :class:`SignalMismatchError` when it does (a value of
-    0 in either field is treated as "not computed", as many writers leave it)."""
+    0 in either field is treated as "not computed", as many writers leave it). ``checksum=False`` checks the
+    first samples only (``digital`` then holds the start of the signal, not all of it)."""
     if digital.shape[0] == 0:
         return
     sums = None
@@ -585,7 +589,7 @@ def _check_against_header(digital: np.ndarray, idx: list[int], h: _Header, file_
                 rec, f"signal file {file_name} does not match the header: the first sample of signal {i + 1} "
                 f"({s.description or 'unnamed'}) is {int(digital[0, j])}, the header says {s.init_value} "
                 "(corrupted, swapped or re-ordered file); read_record(..., verify=False) skips this check")
-        if s.checksum:
+        if checksum and s.checksum:
             if sums is None:
                 sums = digital.astype(np.int64).sum(axis=0)
             if (int(sums[j]) - s.checksum) % 65536 != 0:
@@ -596,8 +600,14 @@ def _check_against_header(digital: np.ndarray, idx: list[int], h: _Header, file_
                     "verify=False) skips this check")
 
 
-def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True) -> np.ndarray:
-    """Read all signals with numpy; returns float64 physical values (leads, samples) in header units."""
+def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True, start: int = 0,
+                  stop: int | None = None) -> np.ndarray:
+    """Read the signals with numpy; returns float64 physical values (leads, samples) in header units.
+
+    ``start``/``stop``: read only samples ``[start, stop)`` of each lead (``stop`` None: to the end); the
+    whole file is still checked against the header for truncation. ``verify``: compare with the header's
+    first samples and checksums; a checksum covers the whole signal, so a partial read checks the first
+    samples only (when it starts at sample 0)."""
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(h.signals):
         groups.setdefault(s.file_name, []).append(i)
@@ -621,15 +631,19 @@ def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True) -> np.n
         if file_name.lower().endswith(".mat"):
             digital = _read_mat_digital(file, fmt, n_ch, sig_len, rec, h.quirks)
             if sig_len is None:
-                sig_len = digital.shape[0]
+                sig_len = h.sig_len = digital.shape[0]
             elif digital.shape[0] != sig_len:
                 raise HeaderError(rec, f"{file_name} holds {digital.shape[0]} samples per signal, the header "
                                   f"announces {sig_len}")
+            lo, hi = _clip_range(start, stop, sig_len)
+            if verify:
+                _check_against_header(digital, idx, h, file_name, rec)  # the whole matrix is in memory
+            digital = digital[lo:hi]
         else:
             bps = _BYTES_PER_SAMPLE[fmt]
             available = int((size - offset) // (bps * n_ch)) if size > offset else 0
             if sig_len is None:
-                sig_len = available  # WFDB allows omitting the length: it is then implied by the file size
+                sig_len = h.sig_len = available  # WFDB allows omitting the length: implied by the file size
             if available < sig_len:
                 expected = offset + int(math.ceil(sig_len * n_ch * bps))
                 raise TruncatedSignalError(
@@ -637,9 +651,14 @@ def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True) -> np.n
                     f"signal file {file_name} is truncated: {size} bytes hold {available} of the "
                     f"{sig_len} samples per lead the header announces (expected {expected} bytes)",
                 )
-            digital = _read_digital(file, fmt, offset, sig_len * n_ch).reshape(sig_len, n_ch)
-        if verify:
-            _check_against_header(digital, idx, h, file_name, rec)
+            lo, hi = _clip_range(start, stop, sig_len)
+            # frame-aligned read of samples [lo, hi); format 212 packs 2 values in 3 bytes: start on an even value
+            first = lo * n_ch - (lo * n_ch) % 2 if fmt == "212" else lo * n_ch
+            skip = lo * n_ch - first
+            digital = _read_digital(file, fmt, offset + int(first * bps), (hi - lo) * n_ch + skip)
+            digital = digital[skip:].reshape(hi - lo, n_ch)
+            if verify and lo == 0:
+                _check_against_header(digital, idx, h, file_name, rec, checksum=(hi == sig_len))
         invalid = _INVALID_SAMPLE.get(fmt, -(2**31))
         baselines = np.array([h.signals[i].baseline for i in idx], dtype=np.float64)
         gains = np.array([h.signals[i].gain for i in idx], dtype=np.float64)
@@ -656,6 +675,12 @@ def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True) -> np.n
     return np.stack([pieces[i] for i in range(len(h.signals))])
 
 
+def _clip_range(start: int, stop: int | None, sig_len: int) -> tuple[int, int]:
+    lo = min(max(int(start), 0), sig_len)
+    hi = sig_len if stop is None else min(max(int(stop), lo), sig_len)
+    return lo, hi
+
+
 def _sanitised_header_text(h: _Header) -> str:
     fs = f"{h.fs:g}"
     line = f"{h.record_name}{'/' + str(h.n_seg) if h.n_seg else ''} {h.n_sig} {fs}"
@@ -664,8 +689,10 @@ def _sanitised_header_text(h: _Header) -> str:
     return line
 
 
-def _signals_wfdb(base: Path, h: _Header, rec: str) -> tuple[np.ndarray, list[str]]:
-    """Fallback for formats we do not decode; uses wfdb (rewriting a quirky record line if needed)."""
+def _signals_wfdb(base: Path, h: _Header, rec: str, sampfrom: int = 0,
+                  sampto: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Fallback for formats we do not decode; uses wfdb (rewriting a quirky record line if needed).
+    ``sampfrom``/``sampto``: read only that sample range (wfdb's own arguments)."""
     import wfdb
 
     hea = base.with_name(base.name + ".hea")
@@ -691,7 +718,7 @@ def _signals_wfdb(base: Path, h: _Header, rec: str) -> tuple[np.ndarray, list[st
         else:
             target = base
         try:
-            r = wfdb.rdrecord(str(target), physical=True)
+            r = wfdb.rdrecord(str(target), sampfrom=sampfrom, sampto=sampto, physical=True)
         except ECGDataError:
             raise
         except Exception as exc:  # wfdb raises many types for bad files
@@ -769,6 +796,8 @@ def read_record(
     lead_names: Sequence[str] | Mapping[str, str] | None = None,
     verify: bool = True,
     check_sampling_rate: bool = True,
+    start: int = 0,
+    stop: int | None = None,
 ) -> ECGRecord:
     """Read one ECG record as an :class:`ECGRecord` (float32, mV, (leads, samples)).
 
@@ -791,6 +820,12 @@ def read_record(
             :class:`SignalMismatchError` instead of being read as the wrong leads.
         check_sampling_rate: raise :class:`SamplingRateError` for a rate outside the plausible range
             of :class:`~ecgnat_hf.data.quality.QualityThresholds` (50-20000 Hz).
+        start, stop: read only samples ``[start, stop)`` of each lead (clipped to the record), for
+            reading long recordings piece by piece (``ecgnat_hf.streaming``). Only those samples are
+            read from disk for the formats decoded here (16, 61, 80, 160, 212, 24, 32, Challenge
+            ``.mat``); other formats and MATLAB files without a header are read whole, then cut.
+            ``metadata["sample_range"]`` is the range read and ``metadata["record_samples"]`` the
+            record's full length per lead.
 
     Raises:
         ECGDataError subclasses only (MissingFileError, HeaderError, MissingSamplingRateError,
@@ -800,7 +835,7 @@ def read_record(
     try:
         return _read_record(path, channel_names=channel_names, validate_leads=validate_leads,
                             check_finite=check_finite, sampling_rate=sampling_rate, lead_names=lead_names,
-                            verify=verify, check_sampling_rate=check_sampling_rate)
+                            verify=verify, check_sampling_rate=check_sampling_rate, start=start, stop=stop)
     except ECGDataError:
         raise
     except MemoryError:
@@ -824,7 +859,7 @@ def _check_rate(fs: float, rec: str, check: bool) -> None:
 
 
 def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_rate, lead_names, verify,
-                 check_sampling_rate) -> ECGRecord:
+                 check_sampling_rate, start=0, stop=None) -> ECGRecord:
     if os.fspath(path) == "":
         raise MissingFileError("<empty path>", "no record path given (empty string)")
     base, ext = _split_path(path)
@@ -845,17 +880,34 @@ def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_
         if channel_names is not None:
             rec.signal, rec.lead_names = _select_channels(rec.signal, rec.lead_names, channel_names, rec.path)
         _check_rate(rec.sampling_rate, rec.path, check_sampling_rate)
+        lo, hi = _clip_range(start, stop, rec.n_samples)
+        rec.metadata.update(sample_range=(lo, hi), record_samples=rec.n_samples)
+        if (lo, hi) != (0, rec.n_samples):
+            rec.signal = np.ascontiguousarray(rec.signal[:, lo:hi])
         return rec
     base, h = _load_header(path)
     rec = str(base)
     _check_rate(float(h.fs), rec, check_sampling_rate)
     reason = _needs_wfdb(h)
     if reason is None:
-        signal = _signals_fast(base, h, rec, verify=verify)
+        signal = _signals_fast(base, h, rec, verify=verify, start=start, stop=stop)
         units = [s.units for s in h.signals]
-    else:
+        total = int(h.sig_len or 0)
+        lo, hi = _clip_range(start, stop, total)
+    elif h.sig_len:  # wfdb reads the range itself
+        total = int(h.sig_len)
+        lo, hi = _clip_range(start, stop, total)
+        a = min(lo, total - 1)
+        signal, _ = _signals_wfdb(base, h, rec, a, max(hi, a + 1))  # wfdb wants a non-empty range
+        signal = signal[:, lo - a : hi - a]
+        units = [s.units for s in h.signals] or _
+    else:  # length not in the header: read all, then cut
         signal, _ = _signals_wfdb(base, h, rec)
         units = [s.units for s in h.signals] or _
+        total = int(signal.shape[1])
+        lo, hi = _clip_range(start, stop, total)
+        if (lo, hi) != (0, total):
+            signal = signal[:, lo:hi]
     file_names = [s.description for s in h.signals]
     unnamed = [i for i, n in enumerate(file_names) if not n.strip()]
     lead_names_out = [n if n.strip() else f"ch{i}" for i, n in enumerate(file_names)]
@@ -883,6 +935,8 @@ def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_
         base_time=h.base_time,
         base_date=h.base_date,
         header_quirks=h.quirks,
+        sample_range=(lo, hi),
+        record_samples=total,
     )
     if unnamed:
         meta["unnamed_channels"] = [f"ch{i}" for i in unnamed]

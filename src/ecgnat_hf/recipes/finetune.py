@@ -157,6 +157,12 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
         "lead_subsets": lead_results,
         "raw_predictions": raw,
     }
+    # decision thresholds fitted on the validation split, saved in config.json with id2label (issue 10)
+    from ..training.thresholds import attach_decision_thresholds
+
+    results["decision_thresholds"] = attach_decision_thresholds(
+        trainer.model, raw.get("validation"), prepared.label_names, prepared.problem_type)
+
     if save and trainer.is_world_process_zero():
         out_dir = Path(training_args.output_dir)
         task = data_args.task if data_args.dataset in ("sample", "ptbxl") else prepared.dataset_name

@@ -317,6 +317,25 @@ def _preprocessing_summary(pre: Mapping[str, Any] | None) -> list[dict[str, str]
     return keep
 
 
+def _threshold_note(info: Mapping[str, Any] | None) -> str:
+    """One sentence on how the decision thresholds in config.json were chosen."""
+    if not info:
+        return ""
+    if info.get("rule") == "argmax":
+        return "Single-label model: the predicted label is the class with the highest probability."
+    if info.get("rule") != "threshold":
+        return str(info.get("note", ""))
+    if info.get("method") is None:
+        return str(info.get("note", ""))
+    text = (f"Per-class thresholds ({info['method']}) fitted on the {info.get('split', 'validation')} split "
+            f"({info.get('n_examples', '?')} examples) and stored in `config.json` as `decision_thresholds`; "
+            "a class is predicted when its probability is at or above its threshold.")
+    if info.get("classes_at_default"):
+        text += (f" Without positive examples in that split, {', '.join(map(str, info['classes_at_default']))} "
+                 f"kept {info.get('default', 0.5):g}.")
+    return text
+
+
 def write_model_card(
     output_dir: str | os.PathLike,
     *,
@@ -432,6 +451,9 @@ def write_model_card(
         model_type=(model_config or {}).get("model_type"),
         problem_type=(model_config or {}).get("problem_type"),
         extra_sections=[{"title": t, "body": b} for t, b in (extra_sections or {}).items()],
+        decision_thresholds=[{"label": _md(k), "value": f"{float(v):.4f}"}
+                             for k, v in ((model_config or {}).get("decision_thresholds") or {}).items()],
+        decision_info=_threshold_note((model_config or {}).get("decision_threshold_info")),
     )
 
     # write to a temporary name and rename, so a crash never leaves a half-written README.md

@@ -29,6 +29,7 @@ __all__ = [
     "plot_lead_fusion",
     "plot_roc_curves",
     "plot_label_efficiency",
+    "plot_timeline",
 ]
 
 CANONICAL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -469,4 +470,95 @@ def plot_label_efficiency(
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     _save(fig, path, dpi=150)
+    return fig
+
+
+def plot_timeline(
+    timeline: Any,
+    path: str | os.PathLike | None = None,
+    *,
+    record_id: str | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    classes: Sequence[str] | None = None,
+    title: str | None = None,
+    max_records: int = 6,
+) -> Figure:
+    """Class probabilities over each recording, from an ``ecgnat predict --timeline`` file.
+
+    Args:
+        timeline: the timeline file (``.csv`` or ``.parquet``) or its DataFrame: columns ``record_id,
+            path, window, start_s, end_s`` and one probability column per class.
+        record_id: draw only this record (default: every record in the file, one panel each, at most
+            ``max_records``).
+        thresholds: ``{class: threshold}`` drawn as dashed lines (the checkpoint's
+            ``config.decision_thresholds``), with the fraction of time at or above each in the legend.
+        classes: the classes to draw (default: all).
+
+    Each window's probability is drawn over the time it stands for (from its start to the next
+    window's start, as in ``time_positive_<class>`` of the per-record summary); the time axis is in
+    seconds, minutes, hours or days depending on the length.
+    """
+    import pandas as pd
+
+    df = timeline
+    if not isinstance(df, pd.DataFrame):
+        p = os.fspath(timeline)
+        df = pd.read_parquet(p) if p.lower().endswith((".parquet", ".pq")) else pd.read_csv(p)
+    base = ["record_id", "path", "window", "start_s", "end_s"]
+    missing = [c for c in base if c not in df.columns]
+    if missing:
+        raise ValueError(f"not a timeline: columns {missing} are missing (expected {base} + one per class)")
+    all_classes = [c for c in df.columns if c not in base]
+    classes = list(all_classes if classes is None else classes)
+    unknown = [c for c in classes if c not in all_classes]
+    if unknown or not classes:
+        raise ValueError(f"unknown classes {unknown}; the timeline has {all_classes}")
+    df = df.assign(record_id=df["record_id"].astype(str))
+    if record_id is not None:
+        df = df[df["record_id"] == str(record_id)]
+        if df.empty:
+            raise ValueError(f"record {record_id!r} is not in the timeline")
+    groups = list(df.groupby("path", sort=False))
+    if not groups:
+        raise ValueError("the timeline has no windows")
+    if len(groups) > max_records:
+        raise ValueError(f"{len(groups)} records in the timeline: pick one with record_id "
+                         f"(e.g. {groups[0][1]['record_id'].iloc[0]!r})")
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+              "#7f7f7f", "#bcbd22"]
+    fig = _new_figure(11.0, 2.0 + 2.4 * len(groups))
+    for i, (rec_path, g) in enumerate(groups):
+        g = g.sort_values("window")
+        start = g["start_s"].to_numpy(dtype=np.float64)
+        end = g["end_s"].to_numpy(dtype=np.float64)
+        duration = float(end.max())
+        owned_end = np.r_[start[1:], duration]  # each window stands for the time up to the next start
+        owned = np.clip(owned_end - start, 0.0, None)
+        unit, scale = ("days", 86400.0) if duration > 3 * 86400 else ("hours", 3600.0) if duration > 3 * 3600 else (
+            "minutes", 60.0) if duration > 180 else ("seconds", 1.0)
+        ax = fig.add_subplot(len(groups), 1, i + 1)
+        x = np.r_[start, duration] / scale
+        for k, c in enumerate(classes):
+            color = colors[k % len(colors)]
+            y = g[c].to_numpy(dtype=np.float64)
+            label = str(c)
+            t = None if thresholds is None else thresholds.get(c)
+            if t is not None:
+                frac = float(owned[y >= t].sum() / owned.sum()) if owned.sum() > 0 else float("nan")
+                label += f" ({100 * frac:.1f}% of time >= {t:.2f})"
+                ax.axhline(t, color=color, linestyle="--", linewidth=0.8, alpha=0.8)
+            ax.stairs(y, x, color=color, linewidth=0.9, label=label, baseline=None)
+        ax.set_xlim(0, duration / scale)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("probability")
+        rid = str(g["record_id"].iloc[0])
+        n = len(g)
+        ax.set_title(f"{rid}: {n} window{'s' if n != 1 else ''} over {duration / scale:.3g} {unit}", fontsize=9,
+                     loc="left")
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.set_xlabel(f"time from the start of the recording ({unit})", fontsize=8)
+    fig.suptitle(title or "Class probabilities over the recording", fontsize=11)
+    fig.tight_layout()
+    _save(fig, path, dpi=120)
     return fig
