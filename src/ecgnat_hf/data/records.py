@@ -36,6 +36,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,10 @@ from .errors import (
     TruncatedSignalError,
     UnreadableRecordError,
 )
+from ..feature_extraction_ecgnat import QualityThresholds
 from .leads import CANONICAL_LEADS, LEAD_ALIASES, _squash, rename_leads
+
+_DEFAULT_THRESHOLDS = QualityThresholds()
 
 __all__ = ["ECGRecord", "read_record", "read_header", "read_matlab_record", "SIGNAL_EXTENSIONS"]
 
@@ -620,13 +624,14 @@ def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True, start: 
         if any(h.signals[i].fmt != fmt or h.signals[i].byte_offset != offset for i in idx):
             raise HeaderError(rec, f"signals stored in {file_name} disagree on format or byte offset")
         try:
-            size = file.stat().st_size
+            st = file.stat()
         except FileNotFoundError:
             raise MissingFileError(rec, f"signal file {file_name} not found in {file.parent}") from None
         except OSError as exc:
             raise MissingFileError(rec, f"cannot read the signal file {file_name}: {exc.strerror or exc}") from None
-        if not file.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise MissingFileError(rec, f"signal file {file_name} is not a regular file")
+        size = st.st_size
         n_ch = len(idx)
         if file_name.lower().endswith(".mat"):
             digital = _read_mat_digital(file, fmt, n_ch, sig_len, rec, h.quirks)
@@ -849,27 +854,27 @@ def read_record(
 def _check_rate(fs: float, rec: str, check: bool) -> None:
     if not check:
         return
-    from ..feature_extraction_ecgnat import QualityThresholds
-
-    th = QualityThresholds()
+    th = _DEFAULT_THRESHOLDS
     if not th.min_sampling_rate <= fs <= th.max_sampling_rate:
         raise SamplingRateError(rec, f"implausible sampling rate {fs:g} Hz for an ECG (accepted "
                                 f"{th.min_sampling_rate:g}-{th.max_sampling_rate:g} Hz; "
                                 "read_record(..., check_sampling_rate=False) reads it anyway)")
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:
+        return False
+
+
 def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_rate, lead_names, verify,
                  check_sampling_rate, start=0, stop=None) -> ECGRecord:
     if os.fspath(path) == "":
         raise MissingFileError("<empty path>", "no record path given (empty string)")
-    base, ext = _split_path(path)
-    _header_path(path)  # a path without a record name ("." or "dir/") -> MissingFileError
-    hea = base.with_name(base.name + ".hea")
-    try:
-        has_header = hea.is_file()
-    except OSError:
-        has_header = False
-    if ext == ".mat" and not has_header:
+    base, hea = _header_path(path)  # a path without a record name ("." or "dir/") -> MissingFileError
+    ext = _split_path(path)[1]
+    if ext == ".mat" and not _is_file(hea):
         names = list(lead_names) if lead_names is not None and not isinstance(lead_names, Mapping) else None
         rec = read_matlab_record(
             base.with_suffix(".mat") if base.suffix == "" else base, sampling_rate=sampling_rate,
