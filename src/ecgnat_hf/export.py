@@ -189,20 +189,27 @@ def export_model(
     output_dir = Path(os.fspath(output_dir))
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / _FILES[format]
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)
-        program = torch.export.export(module, example, dynamic_shapes=dims, strict=False)
-        min_length, max_length = _length_range(program)
-        if format == "torch_export":
-            torch.export.save(program, str(target))
-        else:
-            kwargs = {} if opset_version is None else {"opset_version": int(opset_version)}
-            onnx_program = torch.onnx.export(
-                program, example, dynamo=True, input_names=["input_values", "lead_mask"],
-                output_names=module.output_names, optimize=True, verbose=False, **kwargs,
-            )
-            onnx_program.save(str(target))
-            _rename_onnx_dims(target)
+    # the exporter warns about optional torchvision ops and deprecated pytree names: nothing for this model
+    exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.export.export(module, example, dynamic_shapes=dims, strict=False)
+            min_length, max_length = _length_range(program)
+            if format == "torch_export":
+                torch.export.save(program, str(target))
+            else:
+                kwargs = {} if opset_version is None else {"opset_version": int(opset_version)}
+                onnx_program = torch.onnx.export(
+                    program, example, dynamo=True, input_names=["input_values", "lead_mask"],
+                    output_names=module.output_names, optimize=True, verbose=False, **kwargs,
+                )
+                onnx_program.save(str(target))
+                _rename_onnx_dims(target)
+    finally:
+        exporter_log.setLevel(level)
     if any(n < min_length for n in check_lengths):
         raise ValueError(f"check_lengths {check_lengths} go below the exported minimum of {min_length} samples")
     worst = check_export(target, module, examples)
