@@ -44,6 +44,7 @@ def test_record_embeddings_are_deterministic_and_independent_of_the_batch(checkp
     assert len({tuple(r) for r in df[emb].to_numpy()}) == 4  # different records, different embeddings
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_window_embeddings_pool_to_the_record_one(checkpoint, shared_data, tmp_path):
     path = shared_data / "mitdb" / "100"  # 30 min, 2 leads: 361 windows of 10 s

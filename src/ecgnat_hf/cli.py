@@ -533,7 +533,7 @@ def _cmd_export(args) -> int:
         return 1
     out = Path(args.output)
     print(f"wrote {out / info['file']}, {out / 'export_config.json'}, {out / 'preprocessor_config.json'}")
-    outputs = ", ".join(f"{k} {tuple(v['shape'])}" for k, v in info["outputs"].items())
+    outputs = ", ".join(f"{k} ({', '.join(map(str, v['shape']))})" for k, v in info["outputs"].items())
     print(f"inputs: input_values (batch, {len(info['lead_names'])}, length) float32 in the lead order "
           f"{','.join(info['lead_names'])} at {info['sampling_rate']:g} Hz, lead_mask (batch, "
           f"{len(info['lead_names'])}) bool; outputs: {outputs}")

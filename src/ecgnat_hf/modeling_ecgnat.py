@@ -398,6 +398,11 @@ def _check_inputs(config: ECGNATConfig, input_values: torch.Tensor, lead_mask: t
 class ECGNATModel(ECGNATPreTrainedModel):
     """The hierarchical ECG-NAT encoder."""
 
+    # the encoder of a classifier or pretraining checkpoint (embeddings): its heads are left out quietly
+    _keys_to_ignore_on_load_unexpected = [
+        r"^classifier\.", r"^projection\.", r"^decoder\.", r"^mask_token", r"^global_projection\."
+    ]
+
     def __init__(self, config: ECGNATConfig):
         super().__init__(config)
         self.stem = ECGNATStem(config)
