@@ -48,6 +48,11 @@ from .training.baselines import register_baselines  # noqa: E402
 register_baselines()
 register_beatnet()
 
+# pipeline("ecg-classification") and pipeline("ecg-feature-extraction")
+from .pipeline_ecgnat import register_pipelines  # noqa: E402
+
+register_pipelines()
+
 __all__ = [
     "CANONICAL_LEADS",
     "PRESETS",

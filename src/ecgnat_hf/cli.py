@@ -5,6 +5,8 @@
     ecgnat predict --model CKPT records_or_folders... -o predictions.csv [--lead_names I,II] [--timeline t.csv]
     ecgnat plot RECORD [--model CKPT] [-o ecg.png] [--fusion_output fusion.png]
     ecgnat plot --timeline t.csv [-o timeline.png] [--record_id ID]
+    ecgnat embed --model CKPT records_or_folders... -o embeddings.parquet|.npz [--per_window]
+    ecgnat export --model CKPT --format onnx|torch_export -o folder
     ecgnat pretrain | finetune | linear-probe | evaluate | label-efficiency | demo  [recipe arguments]
     ecgnat --version
 
@@ -159,7 +161,49 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--title", default=None, help="header text (default: record id, age, sex)")
     q.add_argument("--batch_size", type=int, default=32, help="windows per forward pass (default: 32)")
     q.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    _add_embed_and_export(sub)
     return parser
+
+
+def _add_embed_and_export(sub) -> None:
+    e = sub.add_parser(
+        "embed",
+        help="records or folders in, embeddings out (Parquet or NumPy .npz)",
+        description="Embed ECG records with a checkpoint's encoder (pretraining or fine-tuned; eval mode, no "
+        "masking, no dropout). A window's embedding is the mean of the final-stage tokens covering real "
+        "samples; a record's is the mean over its windows (--per_window keeps one row per window). Output: "
+        ".parquet (metadata columns + emb_0..emb_{hidden-1}) or .npz (array 'embeddings' + metadata arrays). "
+        "Records that cannot be read are listed in the errors CSV (exit code 1 when any failed).",
+    )
+    e.add_argument("inputs", nargs="+", metavar="RECORD_OR_FOLDER",
+                   help="record paths (with or without extension) and/or folders")
+    e.add_argument("--model", "-m", required=True, help="checkpoint directory (or hub id in the local cache)")
+    e.add_argument("--output", "-o", default="embeddings.parquet",
+                   help="file to write: .parquet or .npz (default: embeddings.parquet)")
+    e.add_argument("--errors_csv", default=None,
+                   help="CSV of records that failed (default: <output stem>.errors.csv; header only if none)")
+    e.add_argument("--per_window", action="store_true", help="one row per window (window_index, window_start_s)")
+    e.add_argument("--lead_names", default=None, help='comma-separated leads to use, e.g. "I,II" (as in predict)')
+    e.add_argument("--batch_size", type=int, default=64, help="windows per forward pass (default: 64)")
+    e.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    e.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    e.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+    x = sub.add_parser(
+        "export",
+        help="checkpoint -> ONNX or torch.export graph with a dynamic length, checked against PyTorch",
+        description="Export a checkpoint's encoder (and classification head, if any) with a dynamic batch and "
+        "length, using the plain-PyTorch neighborhood-attention backend. Writes model.onnx (or model.pt2), "
+        "export_config.json (inputs, outputs, lead order, sampling rate, shortest valid length, labels, "
+        "thresholds, preprocessing) and preprocessor_config.json, then runs the export at two lengths on real "
+        "preprocessed records and compares it with PyTorch (fails above --atol). See docs/deployment.md.",
+    )
+    x.add_argument("--model", "-m", required=True, help="checkpoint directory (or hub id in the local cache)")
+    x.add_argument("--format", choices=["onnx", "torch_export"], default="onnx", help="default: onnx")
+    x.add_argument("--output", "-o", default="ecgnat-export", help="folder to write (default: ecgnat-export)")
+    x.add_argument("--atol", type=float, default=1e-4,
+                   help="largest allowed |export - PyTorch| in the check (default: 1e-4)")
+    x.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -574,6 +618,85 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_embed(args) -> int:
+    import pandas as pd
+
+    from .embeddings import EMBEDDING_FORMATS, embed_records, write_embeddings
+    from .inference import ERROR_COLUMNS, collect_record_paths, write_csv_atomic
+
+    _check_positive("--batch_size", args.batch_size)
+    leads = _parse_leads(args.lead_names)
+    output = Path(args.output)
+    if output.suffix.lower() not in EMBEDDING_FORMATS:
+        raise UsageError(f"--output {output}: give a {' or '.join(EMBEDDING_FORMATS)} file name")
+    missing = [x for x in args.inputs if not _record_exists(Path(x))]
+    if missing:
+        raise UsageError(f"no such record or folder: {', '.join(missing)}")
+    records = collect_record_paths(args.inputs)
+    if not records:
+        raise UsageError(f"no ECG records (.hea or .mat files) found in {', '.join(args.inputs)}")
+    errors_csv = Path(args.errors_csv) if args.errors_csv else output.with_name(output.stem + ".errors.csv")
+    _quiet_transformers()
+    if Path(args.model).exists() and not Path(args.model).is_dir():
+        raise UsageError(f"--model {args.model}: not a checkpoint directory")
+    from .embeddings import load_encoder
+
+    try:
+        encoder, fe = load_encoder(args.model, device=_device(args.device))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot load the checkpoint {args.model!r}: {exc}") from None
+    df = embed_records(encoder, records, feature_extractor=fe, lead_names=leads, per_window=args.per_window,
+                       window_batch_size=args.batch_size, progress=not args.no_progress, strict=args.strict)
+    write_embeddings(df, output)
+    errors = df.attrs.get("errors", [])
+    write_csv_atomic(pd.DataFrame(errors, columns=list(ERROR_COLUMNS)), errors_csv)
+    n_rec = df["path"].nunique() if len(df) else 0
+    print(f"wrote {len(df)} embedding(s) of size {len([c for c in df.columns if str(c).startswith('emb_')])} "
+          f"({n_rec} record(s)) to {output}")
+    if errors:
+        print(f"{PROG} embed: {len(errors)} record(s) could not be used (listed in {errors_csv}):", file=sys.stderr)
+        for err in errors[:10]:
+            print(f"  {err['path']}: {err['error']}: {err['problem']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_model
+
+    if Path(args.model).exists() and not Path(args.model).is_dir():
+        raise UsageError(f"--model {args.model}: not a checkpoint directory")
+    if not args.atol > 0:
+        raise UsageError(f"--atol must be positive, got {args.atol}")
+    _quiet_transformers()
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        if args.format == "onnx":
+            raise UsageError(f"--format onnx needs onnx, onnxscript and onnxruntime ({exc}); "
+                             "pip install 'ecgnat-hf[export]'") from None
+    try:
+        info = export_model(args.model, args.output, format=args.format, atol=args.atol, opset_version=args.opset)
+    except (OSError, KeyError) as exc:
+        raise UsageError(f"cannot load the checkpoint {args.model!r}: {exc}") from None
+    except RuntimeError as exc:  # the check against PyTorch failed: files are kept for inspection
+        print(f"{PROG} export: error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    print(f"wrote {out / info['file']}, {out / 'export_config.json'}, {out / 'preprocessor_config.json'}")
+    outputs = ", ".join(f"{k} ({', '.join(map(str, v['shape']))})" for k, v in info["outputs"].items())
+    print(f"inputs: input_values (batch, {len(info['lead_names'])}, length) float32 in the lead order "
+          f"{','.join(info['lead_names'])} at {info['sampling_rate']:g} Hz, lead_mask (batch, "
+          f"{len(info['lead_names'])}) bool; outputs: {outputs}")
+    print(f"valid lengths: >= {info['min_length']} samples ({info['min_length'] / info['sampling_rate']:g} s)"
+          + ("" if info["max_length"] is None else f", <= {info['max_length']}"))
+    check = info["check"]
+    print(f"check against PyTorch at lengths {check['lengths']}: max |difference| {check['max_abs_difference']:.2e}"
+          f" (limit {check['atol']:g})")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ecgnat`` console script; returns the exit code (also when called in-process)."""
@@ -598,6 +721,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.record is None:
                 raise UsageError("give a RECORD to plot, or --timeline FILE")
             return _cmd_plot(args)
+        if args.command == "embed":
+            return _cmd_embed(args)
+        if args.command == "export":
+            return _cmd_export(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse catches it first
     except UsageError as exc:
         sub = f" {command}" if command else ""

@@ -250,11 +250,12 @@ class ECGNATNeighborhoodAttention(nn.Module):
         b, length, dim = x.shape
         q, k, v = self.qkv(x).reshape(b, length, 3, self.num_heads, self.head_dim).unbind(2)
         # Any input length: shrink the window and dilation where the sequence is shorter than they need.
-        kernel = min(self.kernel_size, length if length % 2 else length - 1)
+        # (written as comparisons of the length, not min/max, so that torch.export keeps them as range guards)
+        kernel = self.kernel_size if length >= self.kernel_size else (length if length % 2 else length - 1)
         if kernel <= 1:
             out = v
         else:
-            dilation = max(1, min(self.dilation, length // kernel))
+            dilation = self.dilation if length >= self.dilation * kernel else max(1, length // kernel)
             out = neighborhood_attention_1d(q, k, v, kernel_size=kernel, dilation=dilation, backend=self._backend())
         return self.dropout(self.proj(out.reshape(b, length, dim)))
 
@@ -393,13 +394,19 @@ def _check_inputs(config: ECGNATConfig, input_values: torch.Tensor, lead_mask: t
                 f"lead_mask must have shape (batch, leads) = {tuple(input_values.shape[:2])}, got {tuple(lead_mask.shape)}."
             )
         lead_mask = lead_mask.bool()
-    if not bool(lead_mask.any(1).all()):
+    # a value check cannot be traced (torch.export / ONNX): exported graphs document the rule instead
+    if not torch.compiler.is_exporting() and not bool(lead_mask.any(1).all()):
         raise ValueError("every sample needs at least one present lead in lead_mask.")
     return lead_mask
 
 
 class ECGNATModel(ECGNATPreTrainedModel):
     """The hierarchical ECG-NAT encoder."""
+
+    # the encoder of a classifier or pretraining checkpoint (embeddings): its heads are left out quietly
+    _keys_to_ignore_on_load_unexpected = [
+        r"^classifier\.", r"^projection\.", r"^decoder\.", r"^mask_token", r"^global_projection\."
+    ]
 
     def __init__(self, config: ECGNATConfig):
         super().__init__(config)
@@ -440,11 +447,12 @@ class ECGNATModel(ECGNATPreTrainedModel):
         return_dict = return_dict if return_dict is not None else config.return_dict
         lead_mask = _check_inputs(config, input_values, lead_mask)
         b, _, t = input_values.shape
-        pad = (-t) % self.pad_multiple
+        # integer arithmetic and an unconditional (possibly empty) pad: traceable with a dynamic length
+        # (only non-negative operands in //: ONNX's integer Div truncates where Python floors)
+        pad = (t + self.pad_multiple - 1) // self.pad_multiple * self.pad_multiple - t
         # absent leads are zeroed before the stem, so whatever they hold (NaN included) cannot leak
         x = torch.where(lead_mask[:, :, None], input_values, torch.zeros((), dtype=input_values.dtype))
-        if pad:
-            x = F.pad(x, (0, pad))
+        x = F.pad(x, (0, pad))
         if bool_masked_pos is not None:
             # hide masked regions from the stem's receptive field too (SimMIM / ConvNeXt-V2 style)
             sample_mask = bool_masked_pos.repeat_interleave(config.patch_size, dim=1)[:, None, :]
@@ -461,10 +469,14 @@ class ECGNATModel(ECGNATPreTrainedModel):
                 all_hidden = all_hidden + (hidden,)
         hidden = self.layernorm(hidden)
 
-        valid_tokens = math.ceil(t / config.total_stride)
-        token_mask = torch.zeros(b, hidden.shape[1], dtype=torch.bool, device=hidden.device)
-        token_mask[:, :valid_tokens] = True
-        pooled = hidden[:, :valid_tokens].mean(1)
+        valid_tokens = (t + config.total_stride - 1) // config.total_stride  # ceil(t / total_stride)
+        # built by comparison, and a masked mean when exported: no view whose shape depends on the length
+        # (torch.export would guard on it and reject other lengths)
+        token_mask = (torch.arange(hidden.shape[1], device=hidden.device) < valid_tokens).unsqueeze(0).repeat(b, 1)
+        if torch.compiler.is_exporting():
+            pooled = (hidden * token_mask[:, :, None]).sum(1) / valid_tokens
+        else:
+            pooled = hidden[:, :valid_tokens].mean(1)
         weights = fusion_weights if output_lead_weights else None
         if not return_dict:
             return tuple(v for v in (hidden, pooled, all_hidden, weights, token_mask) if v is not None)

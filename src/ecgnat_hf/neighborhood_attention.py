@@ -235,6 +235,32 @@ def _plan_on(device: torch.device, dtype: torch.dtype, *key):
     return plan
 
 
+def _na1d_torch_traced(query, key, value, kernel_size: int, dilation: int, is_causal: bool, scale: float):
+    """The torch backend for a *symbolic* length (torch.export / ONNX export with a dynamic length).
+
+    The blocked version computes its plan in Python from the concrete length (and caches it), which a
+    traced graph cannot do for every length. Here each query's ``K`` neighbour indices are computed with
+    tensor arithmetic on ``arange(L)`` (the definition in the module docstring) and gathered, so the
+    graph holds no length-dependent Python control flow. Same result as the blocked version up to float
+    rounding (the sums run in another order); memory ``L*K*D``, which is fine for inference.
+    """
+    if is_causal:
+        raise NotImplementedError("causal neighborhood attention cannot be traced with a dynamic length")
+    bsz, L, heads, dim = query.shape
+    r = kernel_size // 2
+    device = query.device
+    tok = torch.arange(L, device=device)
+    group = tok % dilation
+    n_group = (L - group + dilation - 1) // dilation  # tokens in each query's dilation group
+    centre = torch.minimum((tok // dilation).clamp_min(r), n_group - 1 - r)
+    offsets = torch.arange(kernel_size, device=device) - r
+    neighbours = ((centre[:, None] + offsets[None, :]) * dilation + group[:, None]).reshape(-1)  # (L*K,)
+    k = key.index_select(1, neighbours).view(bsz, L, kernel_size, heads, dim)
+    v = value.index_select(1, neighbours).view(bsz, L, kernel_size, heads, value.shape[-1])
+    scores = torch.einsum("blhd,blkhd->blhk", query, k) * scale
+    return torch.einsum("blhk,blkhd->blhd", torch.softmax(scores, dim=-1), v)
+
+
 def _na1d_torch(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -246,6 +272,8 @@ def _na1d_torch(
     block_size: Optional[int] = None,
 ) -> torch.Tensor:
     bsz, L, heads, dim = query.shape
+    if isinstance(L, torch.SymInt):  # traced with a dynamic length: no Python plan for every length
+        return _na1d_torch_traced(query, key, value, kernel_size, dilation, is_causal, scale)
     dim_v = value.shape[-1]
     B = int(block_size) if block_size is not None else default_block_size(kernel_size)
     q_idx, kv_idx, bias, out_idx, n_tiles, W = _plan_on(
