@@ -18,12 +18,15 @@ def register_beatnet() -> None:
     (idempotent), and mark the model classes for remote code: ``save_pretrained`` then writes the full
     ``auto_map`` and copies ``configuration_beatnet.py``, ``modeling_beatnet.py`` and ``qrs.py``; the feature
     extractor copies its own three files (see :class:`BeatNetFeatureExtractor`)."""
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification, AutoProcessor
 
     AutoConfig.register(BeatNetConfig.model_type, BeatNetConfig, exist_ok=True)
     AutoModel.register(BeatNetConfig, BeatNetModel, exist_ok=True)
     AutoModelForSequenceClassification.register(BeatNetConfig, BeatNetForSequenceClassification, exist_ok=True)
     AutoFeatureExtractor.register(BeatNetConfig, BeatNetFeatureExtractor, exist_ok=True)
+    # the extractor is BEAT-Net's whole processor (no tokenizer): AutoProcessor then loads it without asking
+    # whether to run the checkpoint's remote code
+    AutoProcessor.register(BeatNetConfig, BeatNetFeatureExtractor, exist_ok=True)
     BeatNetConfig.register_for_auto_class()
     BeatNetModel.register_for_auto_class("AutoModel")
     BeatNetForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")

@@ -77,9 +77,11 @@ class BeatNetFeatureExtractor(ECGNATFeatureExtractor):
     @classmethod
     def from_model_config(cls, config, **kwargs) -> "BeatNetFeatureExtractor":
         """The extractor matching a ``BeatNetConfig`` (rate, leads, beat window, QRS settings, max_beats)."""
-        return cls(sampling_rate=config.sampling_rate, lead_names=list(config.lead_names),
-                   beat_window_s=list(config.beat_window_s), max_beats=config.max_beats,
-                   qrs_settings=dict(config.qrs_settings), **kwargs)
+        settings = dict(sampling_rate=config.sampling_rate, lead_names=list(config.lead_names),
+                        beat_window_s=list(config.beat_window_s), max_beats=config.max_beats,
+                        qrs_settings=dict(config.qrs_settings))
+        settings.update(kwargs)
+        return cls(**settings)
 
     def check_matches(self, config) -> None:
         """Raise ``ValueError`` when this extractor's tokenizer settings differ from the model config's."""

@@ -10,7 +10,11 @@ The detector follows the Pan-Tompkins recipe, adapted to several leads and to an
    between running signal and noise peak levels, with T-wave rejection (a candidate within 360 ms of a
    beat whose slope is under half the beat's slope is a T wave) and search-back at half the threshold
    when no beat was found for 1.66 mean RR intervals,
-5. refinement of each beat to the local maximum of the |band-passed| signal (summed over scaled leads).
+5. refinement of each beat to the local maximum of the |band-passed| signal (summed over scaled leads),
+6. a noise gate: when the integrated energy at the beats is not clearly above the record's median
+   (``min_contrast``), the "beats" are noise peaks and none are returned. Measured on real data: every record
+   of the shared sets has a contrast of 1.9 or more (PTB-XL sample 6 or more, MIT-BIH 100 about 490), white
+   noise and real records with their samples shuffled 1.1-1.6.
 
 Hub-facing: ``modeling_beatnet.py`` imports this module with a single-dot import, so it depends on numpy,
 scipy and (for the batch helper) torch only.
@@ -42,6 +46,7 @@ QRS_DEFAULTS = {
     "refine_s": 0.080,  # search radius for the R peak around a detection
     "learn_s": 2.0,  # initial threshold learning phase
     "threshold": 0.25,  # threshold position between noise and signal peak levels
+    "min_contrast": 1.7,  # median integrated energy at the beats / median over the record; below: noise, no beats
     "band_hz": (8.0, 25.0),  # QRS band-pass (upper edge lowered below Nyquist at low rates)
     "chunk_s": 300.0,  # longer records are processed in chunks of this length (bounded memory)
     "chunk_overlap_s": 5.0,  # ... each chunk extended by this on both sides
@@ -85,7 +90,7 @@ def qrs_settings(**overrides) -> dict:
     cfg["band_hz"] = tuple(float(v) for v in cfg["band_hz"])
     if len(cfg["band_hz"]) != 2 or not 0 < cfg["band_hz"][0] < cfg["band_hz"][1]:
         raise ValueError(f"band_hz must be (low, high) with 0 < low < high, got {cfg['band_hz']}.")
-    for k in ("refractory_s", "integration_s", "twave_s", "refine_s", "learn_s", "chunk_s"):
+    for k in ("refractory_s", "integration_s", "twave_s", "refine_s", "learn_s", "chunk_s", "min_contrast"):
         if not float(cfg[k]) > 0:
             raise ValueError(f"QRS setting {k} must be positive, got {cfg[k]!r}.")
     if cfg["chunk_overlap_s"] < 0 or cfg["chunk_overlap_s"] * 2 >= cfg["chunk_s"]:
@@ -224,6 +229,8 @@ def _detect(x: np.ndarray, fs: float, cfg: dict) -> np.ndarray:
                 out[-1] = q
             continue
         out.append(q)
+    if out and float(np.median(mwi[out])) < float(cfg["min_contrast"]) * float(np.median(mwi)):
+        return empty  # peaks no higher than the background: noise, not beats
     return np.asarray(out, dtype=np.int64)
 
 
