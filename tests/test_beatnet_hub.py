@@ -230,7 +230,7 @@ def test_long_record_detection_in_bounded_memory(shared_data):
 @pytest.mark.slow
 def test_finetune_evaluate_predict_plot_from_the_recipes(tmp_path, capsys):
     from ecgnat_hf.cli import main as cli
-    from ecgnat_hf.recipes import evaluate, finetune
+    from ecgnat_hf.recipes import evaluate, finetune, linear_probe
     from ecgnat_hf.training.hub import check_hub_ready
 
     out = tmp_path / "bn"
@@ -246,6 +246,11 @@ def test_finetune_evaluate_predict_plot_from_the_recipes(tmp_path, capsys):
     assert cfg["model_type"] == "beatnet" and cfg["hidden_size"] == 32 and cfg["sampling_rate"] == 100
     card = (out / "README.md").read_text()
     assert "BEAT-Net" in card and f"{res['eval_results']['test']['macro_auroc']:.4f}"[:5] in card
+    probe = linear_probe.main(["--model_type", "beatnet", "--model_name_or_path", str(out), *common, "--max_steps", "1",
+                               "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
+                               "--load_best_model_at_end", "false", "--output_dir", str(tmp_path / "probe")])
+    assert probe["parameters"]["trainable"] == 32 * 5 + 5  # the linear head only
+    assert probe["frozen_parameters"] > 10_000
     report = evaluate.main(["--model_name_or_path", str(out), *common, "--lead_subsets", "12-lead;II",
                             "--plot_roc", "false", "--output_dir", str(tmp_path / "ev")])
     assert set(report["lead_subsets"]["test"]) == {"12-lead", "II"}
