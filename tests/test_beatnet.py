@@ -15,37 +15,20 @@ from ecgnat_hf.beats import (
     BeatNetForSequenceClassification,
     BeatNetModel,
     detect_qrs,
+    match_peaks,
     register_beatnet,
     tokenize_batch,
     tokenize_beats,
 )
 
 
-def _match(detected, reference, tolerance):
-    """Greedy one-to-one matching within ``tolerance`` samples: (true positives, false negatives, false positives)."""
-    detected = np.sort(np.asarray(detected))
-    used = np.zeros(len(detected), dtype=bool)
-    tp = 0
-    for r in reference:
-        if len(detected) == 0:
-            break
-        d = np.abs(detected - r).astype(np.int64)
-        d[used] = np.iinfo(np.int64).max
-        j = int(np.argmin(d))
-        if d[j] <= tolerance:
-            used[j] = True
-            tp += 1
-    return tp, len(reference) - tp, len(detected) - tp
-
-
 # ----------------------------------------------------------------------------------------------- QRS on real data
 def test_qrs_cpsc2019_all_records(shared_data):
-    """All 50 CPSC 2019 sample records (775 beats, 500 Hz, single lead, many very noisy), 75 ms tolerance.
+    """All 50 CPSC 2019 sample records (500 Hz, single lead, many very noisy), scored as in the challenge
+    (75 ms tolerance, the first and last 0.5 s ignored; 707 reference beats).
 
-    Measured with this detector: Se 0.919, PPV 0.891 (712 TP, 63 FN, 87 FP). The misses and false detections
-    concentrate in a handful of records dominated by motion artefacts, with QS complexes next to tall T waves,
-    or whose reference marks low-amplitude complexes between large deflections; a Pan-Tompkins detector does not
-    reach 0.95 there. The bounds sit a little below the measurement so that regressions are caught.
+    Measured with this detector (``python benchmarks/qrs.py``): Se 0.962, PPV 0.930, F1 0.946; wfdb's xqrs
+    0.805 and gqrs 0.829 on the same records. The bounds sit a little below so regressions are caught.
     """
     import scipy.io as sio
 
@@ -57,29 +40,32 @@ def test_qrs_cpsc2019_all_records(shared_data):
     for f in files:
         x = sio.loadmat(f)["ecg"].ravel()
         ref = sio.loadmat(root / "ref" / f.name.replace("data_", "R_"))["R_peak"].ravel()
-        a, b, c = _match(detect_qrs(x, fs), ref, int(0.075 * fs))
+        det = detect_qrs(x, fs)
+        lo, hi = fs // 2, x.size - fs // 2
+        a, b, c = match_peaks(det[(det >= lo) & (det < hi)], ref[(ref >= lo) & (ref < hi)], int(0.075 * fs))
         tp, fn, fp = tp + a, fn + b, fp + c
-    assert tp + fn == 775
+    assert tp + fn == 707
     se, ppv = tp / (tp + fn), tp / (tp + fp)
-    assert se >= 0.90, (se, ppv)
-    assert ppv >= 0.87, (se, ppv)
+    f1 = 2 * tp / (2 * tp + fn + fp)
+    assert se >= 0.95 and ppv >= 0.92 and f1 >= 0.94, (se, ppv, f1)
 
 
-def test_qrs_mitdb_100_first_five_minutes(shared_data):
+def test_qrs_mitdb_100_whole_record(shared_data):
+    """MIT-BIH 100, all 30 minutes (2273 beats), 150 ms tolerance (ANSI/AAMI EC57): both leads and MLII alone.
+    Measured: Se 1.000, PPV 1.000 either way."""
     import wfdb
 
     path = str(shared_data / "mitdb" / "100")
     rec = wfdb.rdrecord(path)
     ann = wfdb.rdann(path, "atr")
     fs = rec.fs
-    n = int(300 * fs)
     beat_symbols = set("NLRBAaJSVrFejnE/fQ?")
-    ref = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in beat_symbols and s < n])
-    assert len(ref) > 300
-    signal = rec.p_signal[:n].T  # (2 leads: MLII, V5)
+    ref = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in beat_symbols])
+    assert len(ref) == 2273
+    signal = rec.p_signal.T  # (2 leads: MLII, V5)
     for lead_mask in (None, [True, False]):  # both leads, and MLII alone
-        tp, fn, fp = _match(detect_qrs(signal, fs, lead_mask=lead_mask), ref, int(0.075 * fs))
-        assert tp / (tp + fn) >= 0.99 and tp / (tp + fp) >= 0.99, (lead_mask, tp, fn, fp)
+        tp, fn, fp = match_peaks(detect_qrs(signal, fs, lead_mask=lead_mask), ref, int(0.15 * fs))
+        assert tp / (tp + fn) >= 0.995 and tp / (tp + fp) >= 0.995, (lead_mask, tp, fn, fp)
 
 
 def _synthetic(fs=250, seconds=10.0, rr=0.8, leads=2, seed=0):
@@ -99,7 +85,7 @@ def _synthetic(fs=250, seconds=10.0, rr=0.8, leads=2, seed=0):
 def test_qrs_synthetic_any_rate(fs):
     sig, peaks = _synthetic(fs=fs)
     det = detect_qrs(sig, fs)
-    tp, fn, fp = _match(det, peaks, int(0.03 * fs) + 1)
+    tp, fn, fp = match_peaks(det, peaks, int(0.03 * fs) + 1)
     assert fn == 0 and fp == 0, (det, peaks)
 
 
@@ -155,9 +141,9 @@ def test_tokenize_batch_pads_to_longest():
     assert torch.allclose(out["rr"][0, 1:-1, 0], torch.tensor(0.8), atol=0.02)
     assert torch.allclose(out["rr"][1, 1 : n_b - 1, 0], torch.tensor(1.2), atol=0.02)
     assert (out["r_peaks"][1, n_b:] == -1).all() and (out["beats"][1, n_b:] == 0).all()
-    # a flat record gets one fallback beat so the model always has a token
+    # a flat record has no beat: one padding slot, no real token (the model uses its empty-sequence token)
     flat = tokenize_batch(np.zeros((1, 2, 1000), dtype=np.float32), 100)
-    assert flat["beat_mask"].tolist() == [[True]]
+    assert flat["beat_mask"].tolist() == [[False]] and flat["num_beats"].tolist() == [0]
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -201,6 +187,7 @@ def test_forward_shapes_and_precomputed_beats_match():
     out = model(x, lead_mask=lead_mask, output_lead_weights=True, output_hidden_states=True)
     tokens = model.beatnet.tokenize(x, lead_mask)
     n = tokens["beats"].shape[1]
+    assert torch.equal(out.num_beats, tokens["num_beats"])
     assert out.logits.shape == (3, 4)
     assert out.pooler_output.shape == (3, 32)
     assert out.lead_weights.shape == (3, n, 12)

@@ -567,6 +567,12 @@ def _cmd_plot(args) -> int:
     if quality.flags:
         title += f"  [quality: {quality.short_summary()}]"
 
+    if model is not None and getattr(model.config, "model_type", None) == "beatnet":
+        # BEAT-Net: beats marked on the record and the spatial encoder's lead attention (no lead fusion)
+        from .training.lead_attention import beatnet_plot_command
+
+        return beatnet_plot_command(args, model, fe, record, leads, rows, names, title, output)
+
     prediction = None
     if model is not None:
         from .data.errors import ECGDataError

@@ -1,11 +1,13 @@
 """BEAT-Net configuration.
 
-Hub-facing module: imports only the standard library and transformers.
+Hub-facing module: imports transformers and its sibling ``qrs.py`` (numpy, scipy) with a single-dot import.
 """
 
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
+
+from .qrs import qrs_settings as _qrs_settings
 
 CANONICAL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -18,6 +20,8 @@ class BeatNetConfig(PreTrainedConfig):
         sampling_rate (`int`): sampling rate in Hz of ``input_values`` (QRS detection and beat windows use it).
         beat_window_s (`list[float]`): seconds before and after each R peak in a beat token.
         max_beats (`int`): beats kept per record (the first ones); also the size of the position table.
+        qrs_settings (`dict`): QRS detector settings (``qrs.QRS_DEFAULTS`` updated with these); the model uses
+            them when it finds beats in raw ``input_values`` itself, and the feature extractor saves the same.
         morphology_channels (`list[int]`): widths of the per-beat 1-D CNN (shared across leads); each layer
             halves the time resolution, then global average pooling.
         morphology_kernel_size (`int`): kernel of those convolutions (odd).
@@ -34,6 +38,7 @@ class BeatNetConfig(PreTrainedConfig):
     sampling_rate: int | float = 500
     beat_window_s: list[float] | tuple[float, ...] = (0.25, 0.45)
     max_beats: int = 64
+    qrs_settings: dict | None = None
     morphology_channels: list[int] | tuple[int, ...] = (16, 32, 64)
     morphology_kernel_size: int = 7
     hidden_size: int = 64
@@ -50,6 +55,9 @@ class BeatNetConfig(PreTrainedConfig):
         self.lead_names = [str(name) for name in self.lead_names]
         self.beat_window_s = [float(v) for v in self.beat_window_s]
         self.morphology_channels = [int(v) for v in self.morphology_channels]
+        settings = _qrs_settings(**(self.qrs_settings or {}))
+        settings["band_hz"] = list(settings["band_hz"])  # JSON round trips give lists
+        self.qrs_settings = settings
         super().__post_init__(**kwargs)
         self._validate_beatnet()
 

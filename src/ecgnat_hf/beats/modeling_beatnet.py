@@ -6,6 +6,11 @@
         ──► + RR-interval features + beat position ──► rhythm transformer over beats (padding masked)
         ──► mean over real beats ──► head
 
+A record in which no beat is found (flat line, asystole, pure noise) is not an error inside the model: its
+sequence is one learned empty-sequence token (``no_beat_embedding``), and ``num_beats`` in the output is 0 for
+it, so callers can see and report it. ``BeatNetFeatureExtractor`` (``no_beats="error"``, its default) raises
+an error naming such a record before it reaches the model.
+
 Hub-facing module: imports torch, transformers and its sibling modules with single-dot imports only.
 """
 
@@ -30,7 +35,10 @@ class BeatNetModelOutput(ModelOutput):
     last_hidden_state (`(batch, beats, hidden_size)`): beat tokens after the rhythm transformer.
     pooler_output (`(batch, hidden_size)`): mean over real beats.
     beat_mask (`(batch, beats)`): real beats. rr (`(batch, beats, 2)`): previous/next RR in seconds.
-    lead_weights (`(batch, beats, leads)`): spatial attention over leads (mean over heads); absent leads 0.
+    lead_weights (`(batch, beats, leads)`): spatial attention over leads (mean over heads); absent leads and
+        padding beats 0, so each real beat's row sums to one.
+    num_beats (`(batch,)`): real beats per record; 0 where no beat was found (the empty-sequence token was used).
+    r_peaks (`(batch, beats)`): R-peak sample indices (-1 on padding) when the model found the beats itself.
     hidden_states (`tuple`): beat embeddings before the rhythm transformer and after each layer, on request.
     """
 
@@ -39,18 +47,32 @@ class BeatNetModelOutput(ModelOutput):
     beat_mask: torch.BoolTensor | None = None
     rr: torch.FloatTensor | None = None
     lead_weights: torch.FloatTensor | None = None
+    num_beats: torch.LongTensor | None = None
+    r_peaks: torch.LongTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class BeatNetForSequenceClassificationOutput(ModelOutput):
-    """loss, logits (`(batch, num_labels)`), pooler_output, and lead_weights / hidden_states on request."""
+    """loss, logits (`(batch, num_labels)`), pooler_output, num_beats (`(batch,)`, 0 = no beat found), and
+    lead_weights / beat_mask / r_peaks / hidden_states on request (see :class:`BeatNetModelOutput`)."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    num_beats: torch.LongTensor | None = None
     lead_weights: torch.FloatTensor | None = None
+    beat_mask: torch.BoolTensor | None = None
+    r_peaks: torch.LongTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+#: full auto_map written into every BEAT-Net checkpoint (remote code for each head)
+BEATNET_AUTO_MAP = {
+    "AutoConfig": "configuration_beatnet.BeatNetConfig",
+    "AutoModel": "modeling_beatnet.BeatNetModel",
+    "AutoModelForSequenceClassification": "modeling_beatnet.BeatNetForSequenceClassification",
+}
 
 
 class BeatNetMorphologyEncoder(nn.Module):
@@ -135,6 +157,14 @@ class BeatNetPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.query, std=std)
         elif isinstance(module, BeatNetModel):
             init.trunc_normal_(module.position_embeddings, std=std)
+            init.trunc_normal_(module.no_beat_embedding, std=std)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # with the classes registered for remote code (``register_beatnet``), write the whole auto_map:
+        # transformers alone only adds the saved class and the config.
+        if self._auto_class is not None:
+            self.config.auto_map = {**BEATNET_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class BeatNetModel(BeatNetPreTrainedModel):
@@ -152,6 +182,7 @@ class BeatNetModel(BeatNetPreTrainedModel):
         self.spatial = BeatNetSpatialEncoder(config)
         self.rr_projection = nn.Sequential(nn.Linear(4, h), nn.GELU(), nn.Linear(h, h))
         self.position_embeddings = nn.Parameter(torch.zeros(config.max_beats, h))
+        self.no_beat_embedding = nn.Parameter(torch.zeros(h))  # the whole sequence of a record without beats
         layer = nn.TransformerEncoderLayer(
             h, config.num_attention_heads, config.intermediate_size, dropout=config.hidden_dropout_prob,
             activation="gelu", layer_norm_eps=config.layer_norm_eps, batch_first=True, norm_first=True,
@@ -164,10 +195,12 @@ class BeatNetModel(BeatNetPreTrainedModel):
         """Beat tokens of raw signals, as ``forward`` makes them (tensors on ``input_values``' device)."""
         out = tokenize_batch(
             input_values, self.config.sampling_rate, lead_mask=lead_mask,
-            window_s=tuple(self.config.beat_window_s), max_beats=None,
+            window_s=tuple(self.config.beat_window_s), max_beats=None, qrs=self.config.qrs_settings,
         )
         n = min(out["beats"].shape[1], self.config.max_beats)
-        return {k: v[:, :n].to(input_values.device) for k, v in out.items()}
+        out = {k: (v if k == "num_beats" else v[:, :n]).to(input_values.device) for k, v in out.items()}
+        out["num_beats"] = out["beat_mask"].sum(1)
+        return out
 
     def _check(self, input_values, lead_mask, beats, beat_mask, rr):
         cfg = self.config
@@ -213,12 +246,17 @@ class BeatNetModel(BeatNetPreTrainedModel):
     ) -> BeatNetModelOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         lead_mask = self._check(input_values, lead_mask, beats, beat_mask, rr)
+        r_peaks = None
         if beats is None:
             tokens = self.tokenize(input_values, lead_mask)
-            beats, beat_mask, rr = tokens["beats"], tokens["beat_mask"], tokens["rr"]
+            beats, beat_mask, rr, r_peaks = tokens["beats"], tokens["beat_mask"], tokens["rr"], tokens["r_peaks"]
         beat_mask = beat_mask.bool()
-        if not bool(beat_mask.any(1).all()):
-            raise ValueError("every sample needs at least one real beat in beat_mask.")
+        if beats.shape[1] == 0:  # precomputed tokens of records without any beat: one (padding) slot
+            beats = beats.new_zeros(beats.shape[0], 1, *beats.shape[2:])
+            beat_mask = beat_mask.new_zeros(beat_mask.shape[0], 1)
+            rr = rr.new_zeros(rr.shape[0], 1, 2)
+        num_beats = beat_mask.sum(1)
+        empty = num_beats == 0
         dtype = self.position_embeddings.dtype
         # absent leads are zeroed (not just down-weighted) so inf/NaN there cannot leak through 0 * inf
         beats = torch.where(lead_mask[:, None, :, None], beats.to(dtype), torch.zeros((), dtype=dtype, device=beats.device))
@@ -232,6 +270,14 @@ class BeatNetModel(BeatNetPreTrainedModel):
         x = x + self.rr_projection(torch.cat([rr, torch.log(rel.clamp(min=0.1, max=10.0))], -1))
         x = x + self.position_embeddings[:n]
         x = x * beat_mask[..., None]
+        lead_weights = lead_weights * beat_mask[..., None]  # padding beats (and records without beats): 0
+        if bool(empty.any()):
+            # a record without beats is one learned empty-sequence token (first slot), never a crash
+            slot0 = torch.zeros_like(beat_mask)
+            slot0[:, 0] = True
+            first = empty[:, None] & slot0
+            x = torch.where(first[..., None], self.no_beat_embedding.to(x.dtype), x)
+            beat_mask = beat_mask | first
         hidden = (x,) if output_hidden_states else None
         pad = ~beat_mask
         for layer in self.rhythm:
@@ -242,10 +288,12 @@ class BeatNetModel(BeatNetPreTrainedModel):
         w = beat_mask[..., None].to(x.dtype)
         pooled = (x * w).sum(1) / w.sum(1)
         lw = lead_weights if output_lead_weights else None
+        real = beat_mask & ~empty[:, None]  # the empty-sequence token is not a beat
         if not return_dict:
-            return tuple(v for v in (x, pooled, beat_mask, rr, lw, hidden) if v is not None)
+            return tuple(v for v in (x, pooled, real, rr, lw, num_beats, r_peaks, hidden) if v is not None)
         return BeatNetModelOutput(
-            last_hidden_state=x, pooler_output=pooled, beat_mask=beat_mask, rr=rr, lead_weights=lw, hidden_states=hidden
+            last_hidden_state=x, pooler_output=pooled, beat_mask=real, rr=rr, lead_weights=lw, num_beats=num_beats,
+            r_peaks=r_peaks, hidden_states=hidden,
         )
 
 
@@ -310,12 +358,14 @@ class BeatNetForSequenceClassification(BeatNetPreTrainedModel):
             out = (logits, pooled)
             return ((loss,) + out) if loss is not None else out
         return BeatNetForSequenceClassificationOutput(
-            loss=loss, logits=logits, pooler_output=pooled,
-            lead_weights=outputs.lead_weights, hidden_states=outputs.hidden_states,
+            loss=loss, logits=logits, pooler_output=pooled, num_beats=outputs.num_beats,
+            lead_weights=outputs.lead_weights, beat_mask=outputs.beat_mask if output_lead_weights else None,
+            r_peaks=outputs.r_peaks if output_lead_weights else None, hidden_states=outputs.hidden_states,
         )
 
 
 __all__ = [
+    "BEATNET_AUTO_MAP",
     "BeatNetPreTrainedModel",
     "BeatNetModel",
     "BeatNetForSequenceClassification",

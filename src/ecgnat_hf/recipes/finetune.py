@@ -116,7 +116,12 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
     if "train" not in prepared.splits:
         raise ValueError(f"{prepared.dataset_name}: no training split")
     set_seed(training_args.seed)
-    model = C.build_classifier(model_args, prepared)
+    if model_args.model_type == "beatnet":  # BEAT-Net: beats are tokenized once here, not in every forward pass
+        from ..training.beatnet import beatnet_classifier_and_data
+
+        model, fe, prepared = beatnet_classifier_and_data(model_args, prepared, fe)
+    else:
+        model = C.build_classifier(model_args, prepared)
     if "validation" not in prepared.splits:
         logger.warning("no validation split: evaluation during training and best-checkpoint selection are off")
         training_args.eval_strategy = "no"
@@ -166,7 +171,7 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
     if save and trainer.is_world_process_zero():
         out_dir = Path(training_args.output_dir)
         task = data_args.task if data_args.dataset in ("sample", "ptbxl") else prepared.dataset_name
-        mtype = "ECG-NAT" if model_args.model_type == "ecgnat" else "ResNet1d baseline"
+        mtype = {"ecgnat": "ECG-NAT", "beatnet": "BEAT-Net"}.get(model_args.model_type, "ResNet1d baseline")
         sections = {}
         if lead_results:
             sections["Results per lead subset (test split, one checkpoint)"] = lead_subset_markdown(lead_results)

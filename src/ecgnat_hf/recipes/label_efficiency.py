@@ -9,7 +9,7 @@ Runs call :func:`ecgnat_hf.recipes.finetune.train_classifier` in-process (no sub
 read and preprocessed once. Repeat ``r`` uses seed ``--seed + r`` for both the label subsample
 (:func:`ecgnat_hf.training.data.stratified_subset`) and the model initialisation; at fraction 1.0
 repeats differ by initialisation only. Arms: ``ecgnat-pretrained`` (needs ``--pretrained_model`` or
-``--model_name_or_path``), ``ecgnat-scratch`` (``--preset``), ``resnet1d``.
+``--model_name_or_path``), ``ecgnat-scratch`` (``--preset``), ``resnet1d``, ``beatnet`` (``--include_beatnet``).
 
 Outputs in ``--output_dir``: ``label_efficiency_runs.csv`` (one row per run), ``label_efficiency.csv``
 (mean/std per arm and fraction), ``label_efficiency.md``, ``label_efficiency.png``, ``label_efficiency.json``.
@@ -112,6 +112,8 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
         arms.append((f"ecgnat-{model_args.preset}-scratch", dict(model_type="ecgnat", model_name_or_path=None)))
     if le_args.include_resnet1d:
         arms.append(("resnet1d", dict(model_type="resnet1d", model_name_or_path=None)))
+    if le_args.include_beatnet:
+        arms.append(("beatnet", dict(model_type="beatnet", model_name_or_path=None)))
     if not arms:
         raise ValueError("no arm to run: give --pretrained_model / --model_name_or_path, or keep --include_scratch")
 

@@ -97,7 +97,7 @@ class ModelArguments:
         metadata={"help": "Checkpoint folder or hub id to start from (a pretraining checkpoint keeps its encoder). "
                           "None: a new model from --preset (ECG-NAT) or the default ResNet1d config."},
     )
-    model_type: str = field(default="ecgnat", metadata={"help": "ecgnat or resnet1d (the 1-D ResNet comparison baseline)."})
+    model_type: str = field(default="ecgnat", metadata={"help": "ecgnat, resnet1d (the 1-D ResNet comparison baseline) or beatnet (BEAT-Net: heartbeats as tokens)."})
     preset: str = field(default="tiny", metadata={"help": "ECG-NAT size preset for new models: tiny, small or base."})
     config_overrides: str | None = field(
         default=None,
@@ -121,8 +121,8 @@ class ModelArguments:
 
     def __post_init__(self):
         self.model_type = self.model_type.lower().replace("-", "").replace("_", "")
-        if self.model_type not in ("ecgnat", "resnet1d"):
-            raise ValueError(f"--model_type must be 'ecgnat' or 'resnet1d', got {self.model_type!r}")
+        if self.model_type not in ("ecgnat", "resnet1d", "beatnet"):
+            raise ValueError(f"--model_type must be 'ecgnat', 'resnet1d' or 'beatnet', got {self.model_type!r}")
 
     def overrides(self) -> dict[str, Any]:
         """Config values set by these arguments (explicit fields and --config_overrides)."""
@@ -269,6 +269,7 @@ class LabelEfficiencyArguments:
     )
     include_scratch: bool = field(default=True, metadata={"help": "Also train ECG-NAT from scratch (--preset)."})
     include_resnet1d: bool = field(default=False, metadata={"help": "Also train the ResNet1d baseline with the same budget."})
+    include_beatnet: bool = field(default=False, metadata={"help": "Also train BEAT-Net (new model at the data's rate) with the same budget."})
     metric: str = field(default="macro_auroc", metadata={"help": "Test metric reported in the table and plot."})
     save_models: bool = field(default=False, metadata={"help": "Keep a hub-ready checkpoint of every run (slower)."})
 

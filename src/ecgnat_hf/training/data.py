@@ -11,7 +11,8 @@
 * :func:`prepare_pretraining_data`: unlabelled windows from several sources for masked pretraining.
 * :func:`stratified_subset`: fixed-seed stratified label-fraction subsample (multi-label aware).
 * :class:`ECGDataCollator`: stacks examples, casts labels for the problem type, optionally hides a
-  lead subset (zeroed signal and ``lead_mask``).
+  lead subset (zeroed signal and ``lead_mask``). BEAT-Net's precomputed beat tokens (``beats``,
+  ``beat_mask``, ``rr``; see :mod:`ecgnat_hf.training.beatnet`) are padded and passed on when present.
 """
 from __future__ import annotations
 
@@ -197,7 +198,10 @@ def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str, l
 
     def call(signals, rates, names, ids):
         return feature_extractor(signals, sampling_rate=rates, lead_names=names, mode=mode, ignore_unknown_leads=True,
-                                 return_attention_mask=False, record_ids=ids)
+                                 return_attention_mask=False, record_ids=ids, **fe_kwargs)
+
+    # a BEAT-Net extractor would reject a record without beats; preparation keeps it (see training.beatnet)
+    fe_kwargs = {"no_beats": "empty"} if hasattr(feature_extractor, "no_beats") else {}
 
     def fn(batch):
         n = len(batch["signal"])
@@ -488,7 +492,27 @@ class ECGDataCollator:
             if not bool(mask.any(1).all()):
                 raise ValueError("an example has none of the kept leads present")
         batch = {"input_values": x, "lead_mask": mask.long()}
+        if "beats" in features[0] and (self.keep_leads is None or bool(np.asarray(self.keep_leads).all())):
+            batch.update(_stack_beat_tokens(features))
+        # with leads hidden, precomputed beat tokens are dropped: BEAT-Net finds the beats again on the kept leads
         if "labels" in features[0]:
             y = torch.stack([torch.as_tensor(f["labels"]) for f in features])
             batch["labels"] = y.long() if self.problem_type == "single_label_classification" else y.float()
         return batch
+
+
+def _stack_beat_tokens(features: list[dict]) -> dict:
+    """Pad BEAT-Net beat tokens (beats, leads, samples) of each example to the longest and stack them."""
+    import torch
+
+    beats = [torch.as_tensor(f["beats"], dtype=torch.float32) for f in features]
+    n = max(1, max(b.shape[0] for b in beats))
+    out_b = torch.zeros(len(beats), n, *beats[0].shape[1:])
+    out_m = torch.zeros(len(beats), n, dtype=torch.bool)
+    out_r = torch.zeros(len(beats), n, 2)
+    for i, (b, f) in enumerate(zip(beats, features)):
+        k = b.shape[0]
+        out_b[i, :k] = b
+        out_m[i, :k] = torch.as_tensor(f["beat_mask"]).bool()
+        out_r[i, :k] = torch.as_tensor(f["rr"], dtype=torch.float32).reshape(k, 2)
+    return {"beats": out_b, "beat_mask": out_m, "rr": out_r}

@@ -27,6 +27,7 @@ __all__ = [
     "CLINICAL_LAYOUT",
     "plot_ecg_12lead",
     "plot_lead_fusion",
+    "plot_beats_and_lead_attention",
     "plot_roc_curves",
     "plot_label_efficiency",
     "plot_timeline",
@@ -349,6 +350,92 @@ def plot_lead_fusion(
         cb.set_label("attention weight")
     ax.set_title(title or "Lead-fusion attention")
     fig.tight_layout()
+    _save(fig, path, dpi=150)
+    return fig
+
+
+def plot_beats_and_lead_attention(
+    signal: Any,
+    sampling_rate: float,
+    lead_names: Sequence[str],
+    beat_times_s: Any,
+    weights: Any,
+    weight_lead_names: Sequence[str] | None = None,
+    *,
+    weight_mask: Any = None,
+    path: str | os.PathLike | None = None,
+    start_s: float = 0.0,
+    duration_s: float = 10.0,
+    title: str | None = None,
+) -> Figure:
+    """The record with its detected beats marked, beside each lead's attention weight.
+
+    Args:
+        signal: (leads, samples) in mV, one row per name in ``lead_names``.
+        beat_times_s: R-peak times in seconds from the record start (drawn as vertical lines).
+        weights: (leads,) attention per lead, e.g. from
+            :func:`ecgnat_hf.training.lead_attention.record_lead_attention` (ECG-NAT lead fusion or BEAT-Net
+            spatial encoder), in the order of ``weight_lead_names`` (default: the 12 canonical leads).
+        weight_mask: (leads,) bool, leads present in the model input; absent ones are labelled, not drawn.
+        start_s, duration_s: the span of the record shown.
+    """
+    x = _to_numpy(signal).astype(np.float64)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] != len(lead_names):
+        raise ValueError(f"signal must be (leads, samples) with one row per lead name, got {x.shape} for "
+                         f"{len(lead_names)} names")
+    if not (isinstance(sampling_rate, (int, float, np.integer, np.floating)) and sampling_rate > 0):
+        raise ValueError(f"sampling_rate must be a positive number, got {sampling_rate!r}")
+    w = _to_numpy(weights).astype(np.float64).reshape(-1)
+    names_w = [str(n) for n in (weight_lead_names if weight_lead_names is not None else CANONICAL_LEADS)]
+    if len(names_w) != w.shape[0]:
+        raise ValueError(f"{len(names_w)} weight_lead_names for {w.shape[0]} weights")
+    present = np.ones(w.shape[0], dtype=bool) if weight_mask is None else _to_numpy(weight_mask).astype(bool).reshape(-1)
+    fs = float(sampling_rate)
+    i0 = int(max(0.0, start_s) * fs)
+    i1 = min(x.shape[1], i0 + int(duration_s * fs))
+    t = np.arange(i0, i1) / fs
+    beats = np.asarray(_to_numpy(beat_times_s), dtype=np.float64).reshape(-1)
+    shown = beats[(beats >= i0 / fs) & (beats < i1 / fs)]
+
+    n = x.shape[0]
+    fig = _new_figure(12.0, max(3.6, 0.55 * n + 1.6))
+    gs = fig.add_gridspec(1, 2, width_ratios=(3.2, 1.0), wspace=0.25)
+    ax = fig.add_subplot(gs[0, 0])
+    ax.set_label("record with beats")
+    for k in range(n):
+        seg = x[k, i0:i1]
+        center = float(np.median(seg)) if seg.size else 0.0
+        spread = np.percentile(np.abs(seg - center), 99) if seg.size else 1.0
+        ax.plot(t, (seg - center) / (2.2 * spread if spread > 0 else 1.0) - k, color=_TRACE, linewidth=0.6)
+    for b in shown:
+        ax.axvline(b, color="#c0392b", linewidth=0.7, alpha=0.6)
+    ax.set_yticks(-np.arange(n), [str(v) for v in lead_names])
+    ax.set_ylim(-n + 0.4, 0.8)
+    ax.set_xlim(i0 / fs, i1 / fs)
+    ax.set_xlabel("time (s)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(f"{len(beats)} detected beats (red lines; {len(shown)} in this {(i1 - i0) / fs:.1f} s)", fontsize=9)
+
+    bx = fig.add_subplot(gs[0, 1])
+    bx.set_label("lead attention")
+    order = np.arange(w.shape[0])
+    vals = np.where(present, w, 0.0)
+    best = int(np.argmax(vals)) if present.any() else -1
+    colors = ["#c0392b" if i == best else ("#5d7fa3" if present[i] else _MISSING_FACE) for i in order]
+    bx.barh(order, vals, color=colors, edgecolor="#333333", linewidth=0.4)
+    for i in order[~present]:
+        bx.text(0.0, i, "  absent", va="center", fontsize=7, color=_MISSING_TEXT)
+    if present.any():
+        bx.axvline(1.0 / present.sum(), color="#888888", linestyle="--", linewidth=0.8,
+                   label=f"uniform (1/{int(present.sum())})")
+        bx.legend(frameon=False, fontsize=7, loc="lower right")
+    bx.set_yticks(order, names_w)
+    bx.invert_yaxis()
+    bx.set_xlabel("attention weight (sums to 1)")
+    bx.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title or "Detected beats and lead attention", fontsize=10)
     _save(fig, path, dpi=150)
     return fig
 
