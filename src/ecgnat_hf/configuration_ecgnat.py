@@ -23,14 +23,20 @@ NA_BACKENDS = ("auto", "na_torch", "natten")
 # tiny departs from the MAE defaults where measurements on real PTB-XL said so: its mask cells are 16 samples
 # (160 ms), too short for per-patch normalisation to mean anything (targets become amplified baseline noise),
 # so it reconstructs the standardised signal; a 0.6 mask ratio and no drop path suit its few hundred steps.
+# Its second version (chosen on validation fold 8, see the README's ablation table) runs a narrow lead-wise stem
+# (16 channels per lead) into a wide fused token (64), pools mean and max for the head, and hides random leads
+# while fine-tuning: as accurate as the ResNet1d baseline on 12 leads, far better on lead subsets, and faster.
 PRESETS: dict[str, dict] = {
     "tiny": dict(
         sampling_rate=100,
         patch_size=2,
         stem_kernel_size=7,
-        hidden_sizes=[32, 64, 128],
+        stem_hidden_size=16,
+        hidden_sizes=[64, 96, 128],
         depths=[1, 1, 2],
-        num_heads=[1, 2, 4],
+        num_heads=[2, 3, 4],
+        classifier_pooling="mean_max",
+        finetune_lead_mask_prob=0.3,
         kernel_sizes=[15, 15, 15],
         dilations=[[1], [1], [1, 4]],
         decoder_hidden_size=64,

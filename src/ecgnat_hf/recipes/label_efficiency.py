@@ -58,7 +58,7 @@ def summarize(rows: list[dict], metric: str) -> list[dict]:
                "repeats": len(vals), "mean": float(np.mean(vals)) if vals else None,
                "std": float(np.std(vals)) if vals else None, "metric": metric}
         members = [r for r in rows if r["model"] == model and r["fraction"] == frac]
-        for key in dict.fromkeys(k for r in members for k in r if k.startswith(f"{metric}[")):  # per lead subset
+        for key in dict.fromkeys(k for r in members for k in r if k.startswith((f"{metric}[", "auroc_"))):  # subsets, classes
             sub = [float(r[key]) for r in members if r.get(key) is not None]
             row[f"mean_{key}"] = float(np.mean(sub)) if sub else None
         out.append(row)
@@ -156,6 +156,8 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                              "n_train": res["n_train"], "steps": res["global_step"],
                              le_args.metric: test.get(le_args.metric), f"validation_{le_args.metric}": val.get(le_args.metric),
                              "seconds": round(time.perf_counter() - t0, 1)})
+                for name, value in (test.get("auroc") or {}).items():  # per-class test AUROC
+                    rows[-1][f"auroc_{name}"] = value
                 for subset, metrics in res.get("lead_subsets", {}).items():  # test split, leads removed
                     rows[-1][f"{le_args.metric}[{subset}]"] = metrics.get(le_args.metric)
                 logger.info("label efficiency: %s", rows[-1])
