@@ -117,3 +117,15 @@ def test_export_module_rejects_other_models_and_cli_usage(tmp_path, capsys):
         ECGNATExportModule(torch.nn.Linear(2, 2))
     assert main(["export", "-m", str(tmp_path / "nope"), "-o", str(tmp_path / "out")]) == 2
     assert "cannot load the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("length, kernel, dilation", [(15, 15, 1), (101, 15, 1), (101, 15, 4), (64, 7, 3), (500, 15, 8)])
+def test_traced_attention_form_equals_the_blocked_kernel(length, kernel, dilation):
+    """The gather form used under a symbolic length computes the same neighbourhoods as the eager kernel."""
+    from ecgnat_hf.neighborhood_attention import _na1d_torch, _na1d_torch_traced
+
+    g = torch.Generator().manual_seed(length + kernel + dilation)
+    q, k, v = (torch.randn(2, length, 3, 8, generator=g) for _ in range(3))
+    expected = _na1d_torch(q, k, v, kernel, dilation, False, 0.35)
+    torch.testing.assert_close(_na1d_torch_traced(q, k, v, kernel, dilation, False, 0.35), expected,
+                               atol=2e-6, rtol=0)
