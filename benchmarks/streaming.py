@@ -116,7 +116,10 @@ def measure(cmd: list[str], limit_s: float | None = None, env=None) -> dict:
     """Run ``cmd``; wall time and that child's own peak RSS (``os.wait4``). With ``limit_s``, SIGINT after
     that long (``interrupted`` when it then ends with an error code)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a background job of a non-interactive shell inherits SIGINT as ignored: give the child the default back,
+    # so that Python turns SIGINT into KeyboardInterrupt there and ecgnat predict stops cleanly
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     chunks: list[str] = []
     import threading
 
