@@ -444,3 +444,48 @@ def test_folder_input_and_probability_functions(tmp_path, sample_records):
     with pytest.raises(ValueError, match="function_to_apply"):
         scores_to_probabilities(logits, cfg, function_to_apply="relu")
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def _rewrite(record: Path, folder: Path, name: str, edit) -> Path:
+    """A WFDB copy of a real record with ``edit(signal (samples, leads), names) -> (signal, names)`` applied."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(record))
+    signal, names = edit(rec.p_signal.copy(), list(rec.sig_name))
+    wfdb.wrsamp(name, fs=rec.fs, units=["mV"] * len(names), sig_name=names, p_signal=signal,
+                fmt=["16"] * len(names), write_dir=str(folder))
+    return folder / name
+
+
+def test_predict_quality_column_flags_a_dead_lead(loaded, sample_records, tmp_path):
+    """A real record whose lead V3 is a flat line: scored on the other leads, V3 masked, and the flag shown."""
+    model, fe = loaded
+
+    def kill_v3(sig, names):
+        sig[:, names.index("V3")] = 0.0
+        return sig, names
+
+    dead = _rewrite(sample_records[0], tmp_path, "dead_v3", kill_v3)
+    df = predict_records(model, [sample_records[0], dead], feature_extractor=fe, progress=False)
+    good, bad = df.iloc[0], df.iloc[1]
+    assert good["quality"] == ""
+    assert "V3" in bad["quality"] and "flat" in bad["quality"] and "masked (not scored): V3" in bad["quality"]
+    assert df.attrs["errors"] == []
+    off = predict_records(model, [dead], feature_extractor=fe, progress=False, quality_fn=False)
+    assert off.iloc[0]["quality"] == ""
+
+
+def test_predict_names_a_channel_with_a_mapping(loaded, sample_records, tmp_path):
+    """CinC-2017 style: one channel called ECG; ``{"ECG": "I"}`` says what it is (lead I of a real record)."""
+    model, fe = loaded
+
+    def only_lead_i(sig, names):
+        return sig[:, [names.index("I")]], ["ECG"]
+
+    rec = _rewrite(sample_records[0], tmp_path, "ecg_only", only_lead_i)
+    df = predict_records(model, [rec], feature_extractor=fe, progress=False, lead_names={"ECG": "I"})
+    assert df.attrs["errors"] == [] and df.iloc[0]["leads_used"] == "I"
+    reference = predict_records(model, [sample_records[0]], feature_extractor=fe, progress=False, lead_names=["I"])
+    np.testing.assert_allclose(df[LABELS].to_numpy(float), reference[LABELS].to_numpy(float), atol=1e-4)
+    unnamed = predict_records(model, [rec], feature_extractor=fe, progress=False)
+    assert len(unnamed) == 0 and len(unnamed.attrs["errors"]) == 1  # not silently scored as some lead

@@ -48,7 +48,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -194,6 +194,18 @@ def _canonical(name) -> str | None:
     return LEAD_ALIASES.get(_squash(name))
 
 
+def signal_quality_findings(signal, sampling_rate, lead_names) -> list[str]:
+    """The default quality column: findings of :func:`ecgnat_hf.data.quality.check_signal_quality` (flat,
+    saturated or implausible leads). Records with no usable lead are refused by the feature extractor."""
+    from .data.quality import check_signal_quality
+
+    report = check_signal_quality(signal, sampling_rate, lead_names, require_usable=False)
+    findings = list(report.flags)
+    if report.unusable_leads:  # the feature extractor masks these: say so next to leads_used
+        findings.append("masked (not scored): " + ",".join(report.unusable_leads))
+    return findings
+
+
 def select_leads(record, lead_names: Sequence[str] | None, model_leads: Sequence[str] | None = None):
     """Apply a ``lead_names`` request to a record; return ``(signal, names_to_use, ignored)``.
 
@@ -208,6 +220,11 @@ def select_leads(record, lead_names: Sequence[str] | None, model_leads: Sequence
     Raises :class:`LeadNameError` (naming the record) when no usable lead is left.
     """
     names = [str(n) for n in record.lead_names]
+    if isinstance(lead_names, Mapping):  # {"ECG": "I"}: name the record's channels, then use every standard lead
+        from .data.leads import rename_leads
+
+        names = rename_leads(names, lead_names, record.path, missing="ignore")
+        lead_names = None
     canon = [_canonical(n) for n in names]
     signal = record.signal
     if lead_names is not None:
@@ -620,8 +637,10 @@ def predict_records(
         device: move the model there (default: where it is).
         chunk_s: seconds of recording read and preprocessed at a time (bounded memory; see
             :mod:`ecgnat_hf.streaming`). Results do not depend on it.
-        quality_fn: optional signal-quality hook, called on every chunk of raw signal as
-            ``quality_fn(signal (leads, samples) mV, sampling_rate, lead_names)``; it returns a finding
+        quality_fn: signal-quality hook, called on every chunk of raw signal as
+            ``quality_fn(signal (leads, samples) mV, sampling_rate, lead_names)``. Default
+            (``None``): :func:`signal_quality_findings` (flat, saturated and implausible leads from
+            :mod:`ecgnat_hf.data.quality`); ``False`` turns the column off. It returns a finding
             (str), a list of findings or None, which go (deduplicated, ``;``-separated) to the ``quality``
             column; raising :class:`ECGDataError` refuses the record.
 
@@ -638,6 +657,9 @@ def predict_records(
     from tqdm.auto import tqdm
 
     from .streaming import RecordStream
+
+    if quality_fn is None:
+        quality_fn = signal_quality_findings
     from .training.thresholds import decision_rule, positive_mask, thresholds_from_config
 
     if aggregate not in ("mean", "max"):
@@ -664,7 +686,8 @@ def predict_records(
     columns = list(META_COLUMNS) + list(DECISION_COLUMNS) + class_cols + time_cols
     record_paths = collect_record_paths(paths)
     options = {
-        "aggregate": aggregate, "lead_names": list(lead_names) if lead_names else None,
+        "aggregate": aggregate,
+        "lead_names": (dict(lead_names) if isinstance(lead_names, Mapping) else list(lead_names)) if lead_names else None,
         "function_to_apply": function_to_apply,
     }
 
@@ -783,7 +806,7 @@ def predict_records(
                     "duration_s": round(float(stream.duration_s), 6), "sampling_rate": float(stream.sampling_rate),
                     "leads_used": ",".join(stream.lead_names_used), "leads_ignored": ",".join(stream.leads_ignored),
                 })
-                if quality_fn is not None:
+                if quality_fn is not False:
                     stream.on_read = lambda x, fs, names, _r=r: _r.quality.extend(_findings(quality_fn(x, fs, names)))
                 for chunk in stream:
                     pending.append((r, chunk))
