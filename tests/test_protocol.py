@@ -68,6 +68,8 @@ def test_scrambled_test_labels_change_no_selection(tmp_path):
     assert a["best_checkpoint"] is not None, "checkpoint selection on validation must be on in this test"
     assert a["best_checkpoint"].rsplit("-", 1)[-1] == b["best_checkpoint"].rsplit("-", 1)[-1]
     assert a["eval_results"]["validation"] == b["eval_results"]["validation"]
+    # decision thresholds are fitted on validation only
+    assert a["decision_thresholds"] and a["decision_thresholds"] == b["decision_thresholds"]
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
