@@ -18,6 +18,7 @@ from ecgnat_hf.beats import (
     detect_qrs,
     match_peaks,
 )
+from ecgnat_hf.feature_extraction_ecgnat import ECGUnusableSignalError
 from ecgnat_hf.sample_data import sample_dir
 
 from helpers import load_ptbxl, make_tiny_checkpoint
@@ -142,7 +143,7 @@ def test_remote_code_loads_without_package(checkpoint, tmp_path, ptbxl):
             fe(np.zeros((2, 1000)), sampling_rate=100, lead_names=["I", "II"])
             raise AssertionError("no error for a flat record")
         except ValueError as exc:
-            assert "no heartbeat" in str(exc)
+            assert "no usable lead" in str(exc)  # a flat line is refused by the signal-quality check first
     import sys
     assert not any(m.startswith("ecgnat_hf") for m in sys.modules)
     print("remote-ok")
@@ -169,8 +170,13 @@ def test_records_without_beats_real_flat_and_noise(checkpoint, tmp_path):
     assert detect_qrs(noise, 100).size == 0
 
     fe = BeatNetFeatureExtractor.from_pretrained(checkpoint)
-    with pytest.raises(NoBeatsError, match="input: no heartbeat"):
+    # a flat line is refused by the signal-quality check before any beat is looked for ...
+    with pytest.raises(ECGUnusableSignalError, match="input: no usable lead"):
         fe(np.zeros_like(sig), sampling_rate=100, lead_names=rec.sig_name)
+    # ... and without that check, by the beat detector
+    fe_unchecked = BeatNetFeatureExtractor.from_pretrained(checkpoint, quality_check=False)
+    with pytest.raises(NoBeatsError, match="input: no heartbeat"):
+        fe_unchecked(np.zeros_like(sig), sampling_rate=100, lead_names=rec.sig_name)
     with pytest.raises(NoBeatsError, match="record 1: no heartbeat"):
         fe([sig, noise], sampling_rate=100, lead_names=rec.sig_name)
     kept = fe([sig, noise], sampling_rate=100, lead_names=rec.sig_name, no_beats="empty", return_beats=True,
@@ -195,7 +201,8 @@ def test_records_without_beats_real_flat_and_noise(checkpoint, tmp_path):
     assert df["record_id"].tolist() == ["ok"]
     errors = {e["record_id"]: e for e in df.attrs["errors"]}
     assert set(errors) == {"flat", "shuffled"}
-    assert all("no heartbeat" in e["problem"] and e["path"].endswith(k) for k, e in errors.items())
+    assert "no usable lead" in errors["flat"]["problem"] and "no heartbeat" in errors["shuffled"]["problem"]
+    assert all(e["path"].endswith(k) for k, e in errors.items())
 
 
 # ------------------------------------------------------------------------------------------ long records
