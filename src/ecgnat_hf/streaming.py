@@ -211,7 +211,9 @@ class RecordStream:
 
     def _prepare(self, x):
         """Lead mapping, checks, resampling and filtering of one piece: the extractor's own code."""
-        return self.fe._prepare_record(0, 1, x, self.sampling_rate, self.lead_names_used, False)
+        full, mask, _report = self.fe._prepare_record(0, 1, x, self.sampling_rate, self.lead_names_used, False,
+                                                      where=str(self.path))
+        return full, mask  # quality findings of the raw chunk go to predict's quality column (quality_fn)
 
     def _whole(self) -> Iterator[WindowChunk]:
         """Short records (one window) and crop/pad extractors: the extractor on the whole record."""
