@@ -481,7 +481,9 @@ def test_remote_code_loads_every_head_without_package(tmp_path):
         assert type(clf).__name__ == "ECGNATForSequenceClassification"
         assert type(fe).__name__ == "ECGNATFeatureExtractor" and fe.sampling_rate == 100
         with torch.no_grad():
-            np.testing.assert_array_equal(enc(x).pooler_output.numpy(), expected)
+            # same weights and code; the lead-fusion matmul may pick another kernel in another process, so
+            # the last float32 bits can differ (seen: 1e-8): compare at float32 precision, not bit for bit
+            np.testing.assert_allclose(enc(x).pooler_output.numpy(), expected, rtol=1e-5, atol=1e-6)
         assert clf(x).logits.shape == (1, 3)
         batch = fe(np.random.randn(2, 3600), sampling_rate=360, lead_names=["MLII", "V5"], return_tensors="pt")
         assert batch["input_values"].shape[1:] == (12, 1000)
