@@ -1,7 +1,9 @@
 """Ablations on the validation fold only: which model and fine-tuning choices help, before the test fold is read.
 
 Trains on PTB-XL folds 1-7 of the bundled sample and scores fold 8 (44 records with a superdiagnostic label);
-fold 9, the test fold, is never loaded (``test_folds="none"``). Each arm runs over several seeds and reports the
+fold 9, the test fold, is never loaded (``test_folds="none"``). Because 44 records separate arms poorly,
+``--cv_folds 5,6,7,8`` instead cross-validates inside folds 1-8: for each listed fold k it trains on the other
+seven folds of 1-8 and scores fold k (still never fold 9), and reports the mean over folds and seeds. Each arm runs over several seeds and reports the
 validation macro AUROC at the last step and at the best evaluated step, per class, and per lead subset (one
 checkpoint, leads removed). The loop is the recipe's in miniature (AdamW, weight decay 0.05, linear warm-up over
 10% then cosine, batch 32, gradient clipping at 1.0) without the Trainer's bookkeeping, so an arm takes a
@@ -10,12 +12,14 @@ minute or two on a 2-core CPU. Results are appended to ``--output`` as JSON line
     python benchmarks/ablation.py --name resnet1d --kind resnet1d
     python benchmarks/ablation.py --name scratch-meanmax --overrides '{"classifier_pooling": "mean_max"}'
     python benchmarks/ablation.py --name pretrained --pretrained ecgnat-demo/pretrained --seeds 0,1,2
+    python benchmarks/ablation.py --name centered --scaling center --cv_folds 5,6,7,8 --seeds 0
 """
 import os
 
 for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(v, "1")  # BLAS threads fight torch's on 2 cores
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
@@ -24,18 +28,20 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-CACHE = Path(os.environ.get("ECGNAT_ABLATION_CACHE", Path.home() / ".cache" / "ecgnat_hf" / "ablation_sample100.pt"))
+CACHE_DIR = Path(os.environ.get("ECGNAT_ABLATION_CACHE", Path.home() / ".cache" / "ecgnat_hf"))
 
 
-def load_data():
-    if CACHE.exists():
-        return torch.load(CACHE)
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
+def load_data(scaling="standardize", val_fold=8):
+    cache = CACHE_DIR / f"ablation_sample100_{scaling}_val{val_fold}.pt"
+    if cache.exists():
+        return torch.load(cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     from ecgnat_hf.training.arguments import DataArguments
     from ecgnat_hf.training.data import prepare_classification_data
     from ecgnat_hf.feature_extraction_ecgnat import ECGNATFeatureExtractor
-    fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=10, mode="window", scaling="standardize")
-    da = DataArguments(dataset="sample", test_folds="none")
+    fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=10, mode="window", scaling=scaling)
+    train = ",".join(str(f) for f in range(1, 9) if f != val_fold)  # fold 9 (test) is never a choice
+    da = DataArguments(dataset="sample", train_folds=train, validation_folds=str(val_fold), test_folds="none")
     p = prepare_classification_data(da, fe, splits=("train", "validation"))
     out = {}
     for s, ds in p.splits.items():
@@ -43,7 +49,7 @@ def load_data():
         out[s] = (torch.tensor(np.asarray(d["input_values"])), torch.tensor(np.asarray(d["lead_mask"])).bool(),
                   torch.tensor(np.asarray(d["labels"])).float())
     out["label_names"] = p.label_names
-    torch.save(out, CACHE)
+    torch.save(out, cache)
     return out
 
 
@@ -66,8 +72,11 @@ def build(kind, overrides, pretrained, n_labels):
     return ECGNATForSequenceClassification(ECGNATConfig.from_preset(preset, **kw))
 
 
-def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every=20, frac=1.0):
-    data = load_data()
+def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every=20, frac=1.0, scaling="standardize",
+        val_fold=8):
+    if val_fold == 9:
+        raise SystemExit("fold 9 is the test fold: ablations never score it")
+    data = load_data(scaling, val_fold)
     xtr, mtr, ytr = data["train"]
     xva, mva, yva = data["validation"]
     if frac < 1.0:
@@ -137,17 +146,22 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--frac", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--scaling", default="standardize", help="feature-extractor scaling: standardize, robust, center, none")
+    ap.add_argument("--cv_folds", default="8", help="validation folds to cross-validate over (each trains on the rest of 1-8)")
     ap.add_argument("--output", default="ablation_results.jsonl")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     res = []
-    for s in [int(x) for x in a.seeds.split(",")]:
-        r = run(a.kind, json.loads(a.overrides), a.pretrained, s, a.steps, a.lr, frac=a.frac)
+    folds = [int(x) for x in a.cv_folds.split(",")]
+    for fold, s in itertools.product(folds, [int(x) for x in a.seeds.split(",")]):
+        r = run(a.kind, json.loads(a.overrides), a.pretrained, s, a.steps, a.lr, frac=a.frac, scaling=a.scaling, val_fold=fold)
+        r.update(seed=s, val_fold=fold)
         res.append(r)
-        print(a.name, "seed", s, "final %.3f best %.3f@%d" % (r["final"], r["best"], r["best_step"]), r["per_class"],
+        print(a.name, "fold", fold, "seed", s, "final %.3f best %.3f@%d" % (r["final"], r["best"], r["best_step"]), r["per_class"],
               {k: round(v, 3) for k, v in r["subsets"].items()}, r["seconds"], "s", flush=True)
     f = np.array([r["final"] for r in res])
     summ = dict(name=a.name, kind=a.kind, overrides=a.overrides, pretrained=a.pretrained, steps=a.steps, lr=a.lr, frac=a.frac,
+                scaling=a.scaling, cv_folds=a.cv_folds,
                 final_mean=float(f.mean()), final_std=float(f.std()), best_mean=float(np.mean([r["best"] for r in res])),
                 subsets={k: float(np.mean([r["subsets"][k] for r in res])) for k in res[0]["subsets"]},
                 per_class={k: float(np.mean([r["per_class"].get(k, np.nan) for r in res])) for k in res[0]["per_class"]},

@@ -275,7 +275,7 @@ def _rate_fraction(source: float, target: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
-_SCALINGS = ("standardize", "robust", "none")
+_SCALINGS = ("standardize", "robust", "center", "none")
 _MODES = ("window", "crop", "pad")
 
 
@@ -302,8 +302,9 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         do_bandpass / bandpass_low / bandpass_high / bandpass_order: zero-phase Butterworth band-pass
             at the target rate; ``bandpass_high`` must lie below the target Nyquist frequency.
         scaling: ``"standardize"`` (per-lead z-score over the real samples of each example,
-            default), ``"robust"`` (median / inter-quartile range), ``"none"`` (mV), or a positive
-            number ``c``: values divided by ``c`` mV.
+            default), ``"robust"`` (median / inter-quartile range), ``"center"`` (per-lead mean removed,
+            values kept in mV, so amplitudes and their ratios across leads survive), ``"none"`` (mV), or a
+            positive number ``c``: values divided by ``c`` mV.
         padding_value: value of padded samples (masked by ``attention_mask``).
         quality_check: run :func:`check_signal_quality` on every record (default): flat and saturated
             leads are masked (``lead_mask`` 0) and reported, a record with no usable lead raises
@@ -609,6 +610,10 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         real = x[:, :length]
         if isinstance(self.scaling, numbers.Real) and not isinstance(self.scaling, str):
             real /= float(self.scaling)
+            return x
+        if self.scaling == "center":
+            real -= real.mean(axis=1, keepdims=True)
+            real[lead_mask == 0] = 0.0
             return x
         if self.scaling == "standardize":
             center = real.mean(axis=1, keepdims=True)
