@@ -116,6 +116,11 @@ class ECGNATConfig(PreTrainedConfig):
         finetune_lead_mask_prob (`float`): random lead masking during supervised training (training mode
             only): each present lead is hidden with this probability, at least one kept. Keeps a checkpoint
             fine-tuned on 12 leads accurate on lead subsets. 0 disables.
+        stem_norm (`str`): ``"token"`` (a LayerNorm on every lead's stem token and on every fused token),
+            ``"fused"`` (on the fused token only) or ``"none"``. A per-lead token LayerNorm rescales each lead's
+            20 ms token to unit size, so a flat baseline and a tall QRS enter the fusion with the same
+            magnitude; ``"fused"`` keeps the leads' relative amplitudes, ``"none"`` keeps them all (the blocks
+            are pre-norm, so training stays stable).
         attn_implementation: ``"auto"`` / ``"eager"`` / ``"sdpa"`` (natten on CUDA if installed, else the
             plain-PyTorch op), ``"na_torch"`` (always plain PyTorch) or ``"natten"`` (always natten).
     """
@@ -154,6 +159,7 @@ class ECGNATConfig(PreTrainedConfig):
     classifier_dropout: float | int = 0.1
     classifier_pooling: str = "mean"
     finetune_lead_mask_prob: float | int = 0.0
+    stem_norm: str = "token"
 
     def __post_init__(self, **kwargs):
         self.lead_names = [str(name) for name in self.lead_names]
@@ -221,6 +227,8 @@ class ECGNATConfig(PreTrainedConfig):
             fail(f"classifier_pooling must be 'mean' or 'mean_max', got {self.classifier_pooling!r}.")
         if not 0.0 <= self.finetune_lead_mask_prob < 1.0:
             fail(f"finetune_lead_mask_prob must be in [0, 1), got {self.finetune_lead_mask_prob}.")
+        if self.stem_norm not in ("token", "fused", "none"):
+            fail(f"stem_norm must be 'token', 'fused' or 'none', got {self.stem_norm!r}.")
         if self.lead_fusion not in ("attention", "mean"):
             fail(f"lead_fusion must be 'attention' or 'mean', got {self.lead_fusion!r}.")
         if not 0.0 < self.mask_ratio < 1.0:

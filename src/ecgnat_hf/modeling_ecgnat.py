@@ -199,7 +199,7 @@ class ECGNATStem(nn.Module):
         self.conv1 = nn.Conv1d(1, stem_dim // 2, config.stem_kernel_size, stride=s1, padding=config.stem_kernel_size // 2)
         self.conv2 = nn.Conv1d(stem_dim // 2, stem_dim, k2, stride=s2, padding=k2 // 2)
         self.act = ACT2FN[config.hidden_act]
-        self.norm = nn.LayerNorm(stem_dim, eps=config.layer_norm_eps)
+        self.norm = nn.LayerNorm(stem_dim, eps=config.layer_norm_eps) if config.stem_norm == "token" else nn.Identity()
         self.lead_embeddings = nn.Parameter(torch.zeros(config.num_leads, stem_dim))
         # Each lead gets its own projection before the weighted sum: the stem's features are shared across
         # leads, so a plain convex combination would erase which lead carries which waveform (lead I's upright
@@ -209,7 +209,7 @@ class ECGNATStem(nn.Module):
         self.fusion = config.lead_fusion
         if self.fusion == "attention":
             self.fusion_score = nn.Sequential(nn.Linear(stem_dim, stem_dim // 2), nn.GELU(), nn.Linear(stem_dim // 2, 1))
-        self.fusion_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.fusion_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.stem_norm != "none" else nn.Identity()
 
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor):
         b, n_leads, t = x.shape
