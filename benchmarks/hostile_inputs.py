@@ -1,7 +1,9 @@
-"""Hostile-input campaign (issue 8): damaged or unusual inputs through the five entry points.
+"""Hostile-input campaign (issue 8): damaged or unusual inputs through the five entry points and beyond.
 
 Entry points: ``read_record``, the feature extractor, ``ecgnat predict``, ``ecgnat plot``, and
-``ECGFolder`` with ``ecgnat finetune``. Every case builds its input from real records (the bundled PTB-XL
+``ECGFolder`` with ``ecgnat finetune``; also the PTB-XL and Challenge builders (``builders``), lead-subset
+evaluation and ``--leads`` training (``evaluate``), and exported ONNX graphs run through
+``ecgnat_hf.export.load_exported`` (``export``). Every case builds its input from real records (the bundled PTB-XL
 sample, the Challenge 2021 fixture, ``../shared/data`` when present) in a temporary folder, runs the entry
 point in-process (the CLI through ``ecgnat_hf.cli.main``; an exception escaping it is what a user sees as a
 traceback) and classifies what came back:
@@ -17,7 +19,7 @@ traceback) and classifies what came back:
 
 A case passes when its outcome is one of those it expects. Run (about 5-10 minutes on 2 busy cores)::
 
-    python benchmarks/hostile_inputs.py [--markdown docs/robustness_table.md] [--only predict]
+    python benchmarks/hostile_inputs.py [--markdown docs/robustness_table.md] [--only predict|builders|evaluate|export|...]
 
 Exit code 0 when every case passes, 1 otherwise.
 """
@@ -706,6 +708,206 @@ def folder_cases() -> list[Case]:
     return C
 
 
+# ------------------------------------------------------------------ PTB-XL / Challenge builders
+def _ptbxl_copy(t: Path, n: int = 6) -> tuple[Path, list[int]]:
+    """The bundled PTB-XL tables plus the first ``n`` records, as a PTB-XL folder."""
+    import csv as _csv
+
+    src = sample_dir()
+    root = t / "ptbxl"
+    root.mkdir()
+    for f in ("ptbxl_database.csv", "scp_statements.csv"):
+        shutil.copy(src / f, root / f)
+    with open(src / "ptbxl_database.csv", newline="") as f:
+        rows = list(_csv.DictReader(f))[:n]
+    for r in rows:
+        rel = Path(r["filename_lr"])
+        copy_rec(src / rel, root / rel.parent)
+    return root, [int(float(r["ecg_id"])) for r in rows]
+
+
+def run_builder(make, oracle, kind: str = "ptbxl", **cfg):
+    def run(tmp: Path):
+        from ecgnat_hf.data.builders import PTBXL, PhysioNetChallenge
+
+        root, ids = make(tmp)
+        try:
+            if kind == "ptbxl":
+                b = PTBXL(config_name="superdiagnostic", data_dir=str(root), cache_dir=str(tmp / "hf"), record_ids=tuple(ids),
+                          train_folds=tuple(range(1, 11)), validation_folds=(), test_folds=(), drop_unlabelled=False, **cfg)
+            else:
+                b = PhysioNetChallenge(data_dir=str(root), cache_dir=str(tmp / "hf"), **cfg)
+            b.download_and_prepare()
+            ds = b.as_dataset("train")
+        except (ECGDataError, ValueError) as exc:
+            return TYPED, f"{type(exc).__name__}: {exc}"[:200]
+        except Exception as exc:  # noqa: BLE001
+            return TRACE, f"{type(exc).__name__}: {exc}"[:200]
+        wrong = oracle(b, ds)
+        return (SILENT, wrong) if wrong else (OK, f"{ds.num_rows} examples; skipped {b.skipped_summary()}")
+    return run
+
+
+def builder_cases() -> list[Case]:
+    C = []
+    add = lambda n, run, expect=(OK,): C.append(Case(n, "PTB-XL / Challenge builder", run, expect))  # noqa: E731
+
+    def zero_ptbxl(leads=None):
+        def make(t):
+            root, ids = _ptbxl_copy(t)
+            target = next(root.rglob("*.hea")).with_suffix("")
+            x, fs, names = ptb_signal(0)
+            x[slice(None) if leads is None else leads] = 0.0
+            write_wfdb(target.parent, target.name, x, fs, names)
+            return root, ids
+        return make
+
+    def flat_oracle(n_rows, summary):
+        return lambda b, ds: None if (ds.num_rows == n_rows and b.skipped_summary() == summary) else \
+            f"{ds.num_rows} rows, skipped {b.skipped_summary()}"
+    add("PTB-XL: all-zero record", run_builder(zero_ptbxl(), flat_oracle(5, {"NoUsableLeadError": 1})))
+    add("PTB-XL: one all-zero lead (kept; masked later)", run_builder(zero_ptbxl([8]), flat_oracle(6, {})))
+    add("PTB-XL: all-zero record, quality_check=False", run_builder(zero_ptbxl(), flat_oracle(6, {}), quality_check=False))
+    add("PTB-XL: unknown quality threshold", run_builder(zero_ptbxl(), flat_oracle(5, {}), quality_thresholds={"flat": 1}),
+        (TYPED,))
+
+    def zero_cinc(t):
+        root = t / "cinc"
+        for i, h in enumerate(sorted((FIXTURES / "cinc2021").glob("*.hea"))[:3]):
+            copy_rec(h.with_suffix(""), root)
+        r = read_record(root / sorted(p.stem for p in root.glob("*.hea"))[0])
+        write_wfdb(root, Path(r.path).name, np.zeros_like(r.signal), r.sampling_rate, list(r.lead_names))
+        return root, None
+    add("Challenge: all-zero record", run_builder(zero_cinc, lambda b, ds: None if (
+        b.skipped_summary() == {"NoUsableLeadError": 1}) else f"{ds.num_rows} rows, skipped {b.skipped_summary()}",
+        kind="challenge"))
+    return C
+
+
+# ----------------------------------------------------------------------------- evaluate: lead subsets
+def _chest_only_folder(t: Path) -> tuple[Path, Path, str]:
+    """12 bundled PTB-XL records, 8 train / 4 test, test record r09 reduced to V1-V6, and a seeded untrained
+    tiny checkpoint with the folder's classes."""
+    import torch
+
+    from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForSequenceClassification
+
+    root = _folder(t, 12, text="record,labels,split\n" + "\n".join(
+        f"r{i:02d},{'NORM' if i % 2 else 'MI'},{'train' if i < 8 else 'test'}" for i in range(12)) + "\n")
+    x, fs, names = ptb_signal(9)
+    write_wfdb(root, "r09", x[6:], fs, list(names)[6:])
+    torch.manual_seed(0)
+    labels = ["MI", "NORM"]
+    ck = t / "ck2"
+    ECGNATForSequenceClassification(ECGNATConfig.from_preset(
+        "tiny", num_labels=2, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+        problem_type="multi_label_classification")).save_pretrained(ck)
+    ECGNATFeatureExtractor(sampling_rate=100, window_s=10).save_pretrained(ck)
+    return root, ck, "r09"
+
+
+def evaluate_cases() -> list[Case]:
+    import json
+
+    C = []
+    add = lambda n, run, expect=(OK,): C.append(Case(n, "evaluate / finetune --leads", run, expect))  # noqa: E731
+
+    def evaluate(t: Path):
+        root, ck, rec = _chest_only_folder(t)
+        rc, out, err, exc = cli(["evaluate", "--model_name_or_path", str(ck), "--dataset", "folder", "--data_dir", str(root),
+                                 "--labels_csv", str(root / "labels.csv"), "--cache_dir", str(t / "hf"),
+                                 "--eval_splits", "test", "--lead_subsets", "12-lead;I+II;V1", "--plot_roc", "false",
+                                 "--output_dir", str(t / "ev"), "--use_cpu", "true", "--disable_tqdm", "true"])
+        if exc is not None or "Traceback" in err:
+            return TRACE, (err.strip().splitlines() or ["?"])[-1][:160]
+        if rc:
+            return MISLEAD, f"exit {rc}: the whole evaluation stopped: {(err.strip().splitlines() or ['?'])[-1][:120]}"
+        rep = json.loads((t / "ev" / "evaluation.json").read_text())["lead_subsets"]["test"]
+        md = (t / "ev" / "evaluation.md").read_text()
+        sub = rep["I+II"]
+        if (sub.get("n_skipped") != 1 or not any(r.endswith(rec) for r in sub.get("skipped_records", []))
+                or "n_skipped" in rep["12-lead"] or rep["V1"].get("n_skipped") != 0 or rec not in md):
+            return SILENT, f"I+II: {sub.get('n_scored')} scored, {sub.get('n_skipped')} left out"
+        return OK, (f"I+II: {sub['n_scored']} scored, {sub['n_skipped']} left out and named ({rec}); "
+                    f"12-lead and V1 score all {rep['V1']['n_scored']}")
+    add("evaluate: a test record without any lead of the subset", evaluate)
+
+    def finetune_leads(t: Path):
+        root, _, rec = _chest_only_folder(t)
+        from ecgnat_hf.training.data import clear_cache
+
+        clear_cache()
+        rc, out, err, exc = cli(["finetune", "--dataset", "folder", "--data_dir", str(root), "--labels_csv",
+                                 str(root / "labels.csv"), "--leads", "I+II", "--cache_dir", str(t / "hf"),
+                                 "--output_dir", str(t / "out"), "--max_steps", "2", "--per_device_train_batch_size", "4",
+                                 "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+                                 "--use_cpu", "true", "--disable_tqdm", "true"])
+        if exc is not None or "Traceback" in err:
+            return TRACE, (err.strip().splitlines() or ["?"])[-1][:160]
+        if rc:
+            return MISLEAD, f"exit {rc}: {(err.strip().splitlines() or ['?'])[-1][:140]}"
+        if rec not in err:
+            return SILENT, "trained, but the record without lead I or II was not named"
+        return OK, f"trained 2 steps; {rec} left out and named"
+    add("finetune --leads I+II: a record without lead I or II", finetune_leads)
+    return C
+
+
+# ------------------------------------------------------------------------------------ exported model
+def export_cases() -> list[Case]:
+    C = []
+    add = lambda n, run, expect=(TYPED,): C.append(Case(n, "exported model (ONNX)", run, expect))  # noqa: E731
+
+    def exported():
+        if "onnx" not in CTX.cache:
+            from ecgnat_hf.export import export_model, load_exported
+
+            export_model(CTX.checkpoint, CTX.tmp / "onnx", format="onnx")
+            CTX.cache["onnx"] = load_exported(CTX.tmp / "onnx")
+        return CTX.cache["onnx"]
+
+    def torch_logits(x, mask):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(CTX.checkpoint).eval()
+        with torch.inference_mode():
+            return model(input_values=torch.from_numpy(x), lead_mask=torch.from_numpy(mask)).logits.numpy()
+
+    def run_exported(n_samples: int | None, through_fe: bool = False, empty_mask: bool = False, below: int = 0):
+        """``n_samples`` of a real record (None: the export's min_length - ``below``), raw or through the
+        feature extractor's windows, run by the Python runner and compared with PyTorch."""
+        def run(tmp: Path):
+            from ecgnat_hf.feature_extraction_ecgnat import ECGNATFeatureExtractor
+
+            ex = exported()
+            rec = read_record(ptb_src(0))
+            n = ex.min_length - below if n_samples is None else n_samples
+            fe = ECGNATFeatureExtractor.from_pretrained(CTX.checkpoint)
+            feats = fe(rec.signal[:, :n] if through_fe else rec.signal, sampling_rate=rec.sampling_rate,
+                       lead_names=rec.lead_names, window=through_fe)
+            x = feats["input_values"] if through_fe else feats["input_values"][:, :, :n]
+            mask = feats["lead_mask"].astype(bool)
+            if empty_mask:
+                mask[:] = False
+            try:
+                out = ex(x, mask, record=Path(rec.path).name)
+            except (ECGDataError, ECGInputError) as exc:
+                return TYPED, f"{type(exc).__name__}: {exc}"[:200]
+            except Exception as exc:  # noqa: BLE001
+                return TRACE, f"{type(exc).__name__}: {exc}"[:200]
+            diff = float(np.abs(out["logits"] - torch_logits(x, mask)).max())
+            return (OK, f"{x.shape[-1]} samples, |ONNX - PyTorch| {diff:.1e}") if diff < 1e-4 else \
+                (SILENT, f"{x.shape[-1]} samples, ONNX differs from PyTorch by {diff:.2g}")
+        return run
+    add("raw input of 300 samples (below min_length)", run_exported(300))
+    add("raw input of min_length - 1 samples", run_exported(None, below=1))
+    add("raw input of exactly min_length samples", run_exported(None), (OK,))
+    add("3 s record through the feature extractor (padded to one window)", run_exported(300, through_fe=True), (OK,))
+    add("lead_mask row without a present lead", run_exported(1000, empty_mask=True))
+    return C
+
+
 # -------------------------------------------------------------------------------------------- main
 def _setup(tmp: Path) -> Ctx:
     import torch
@@ -733,7 +935,7 @@ def _setup(tmp: Path) -> Ctx:
 
 
 GROUPS = {"read_record": reader_cases, "extractor": extractor_cases, "predict": predict_cases, "plot": plot_cases,
-          "folder": folder_cases}
+          "folder": folder_cases, "builders": builder_cases, "evaluate": evaluate_cases, "export": export_cases}
 
 
 def main(argv=None) -> int:

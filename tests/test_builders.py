@@ -195,6 +195,79 @@ def test_ptbxl_missing_and_truncated_records_are_reported(ptbxl_dir, tmp_path, c
     assert sorted(s.as_tuple() for s in b2.skipped) == sorted(s.as_tuple() for s in b.skipped)
 
 
+def _zero_leads(hea: Path, leads=None) -> None:
+    """Make leads of a real 12-lead format-16 record all-zero (a disconnected electrode; ``None``: every lead):
+    the samples are zeroed in the signal file and the header's initial values and checksums made to match,
+    so the reader accepts the record and only the quality check can find it."""
+    lines = hea.read_text().splitlines()
+    n_sig = int(lines[0].split()[1])
+    sig = [ln.split() for ln in lines[1 : 1 + n_sig]]
+    leads = set(range(n_sig)) if leads is None else set(leads)
+    fname, fmt = sig[0][0], sig[0][1]
+    offset = int(fmt.split("+")[1]) if "+" in fmt else 0
+    assert fmt.split("x")[0].split("+")[0] == "16" and all(s[0] == fname for s in sig)
+    dat = hea.parent / fname
+    raw = bytearray(dat.read_bytes())
+    x = np.frombuffer(bytes(raw[offset:]), dtype="<i2").reshape(-1, n_sig).copy()
+    x[:, sorted(leads)] = 0
+    raw[offset:] = x.tobytes()
+    dat.write_bytes(bytes(raw))
+    for j in leads:
+        sig[j][5], sig[j][6] = "0", "0"  # initial value, checksum of an all-zero lead
+    hea.write_text("\n".join([lines[0], *(" ".join(s) for s in sig), *lines[1 + n_sig :]]) + "\n")
+
+
+def test_ptbxl_records_without_a_usable_lead_are_reported(ptbxl_dir, tmp_path, cache):
+    """The PTB-XL builder applies the same no-usable-lead check as ECGFolder and the feature extractor:
+    an all-flat record is left out at build time with the quality finding as the reason, never scored;
+    a record with one flat lead stays (the lead is masked later)."""
+    db, _ = _read_ptbxl_tables(ptbxl_dir)
+    root = tmp_path / "ptbxl"
+    root.mkdir()
+    for f in ("ptbxl_database.csv", "scp_statements.csv"):
+        shutil.copy(ptbxl_dir / f, root / f)
+    ids = sorted(db)[:5]
+    for e in ids:
+        rel = Path(db[e]["filename_lr"])
+        (root / rel.parent).mkdir(parents=True, exist_ok=True)
+        for ext in (".hea", ".dat"):
+            shutil.copy(ptbxl_dir / (str(rel) + ext), root / (str(rel) + ext))
+    flat, one_flat = (root / (db[e]["filename_lr"] + ".hea") for e in ids[:2])
+    _zero_leads(flat)
+    _zero_leads(one_flat, leads=[8])  # V3
+    assert np.ptp(wfdb.rdrecord(str(flat.with_suffix(""))).p_signal) == 0  # the reader sees a flat line
+    kw = dict(config_name="all", data_dir=str(root), cache_dir=cache, record_ids=tuple(ids),
+              validation_folds=(), test_folds=(), train_folds=tuple(range(1, 11)))
+    b = PTBXL(**kw)
+    b.download_and_prepare()
+    ds = b.as_dataset("train")
+    assert ds.num_rows == 4 and ids[0] not in ds["ecg_id"] and ids[1] in ds["ecg_id"]
+    assert [(Path(s.record).name, s.reason) for s in b.skipped] == [(flat.stem, "NoUsableLeadError")]
+    assert "all 12 leads flat" in b.skipped[0].error and "refused, not scored" in b.skipped[0].error
+    assert (Path(b._output_dir) / "skipped_records.json").is_file()
+    # the check is the configurable one: turned off, the flat record is kept; thresholds are validated early
+    off = PTBXL(**kw, quality_check=False)
+    off.download_and_prepare()
+    assert off.as_dataset("train").num_rows == 5 and off.skipped == []
+    with pytest.raises(ValueError, match="unknown quality threshold"):
+        PTBXL(**kw, quality_thresholds={"flat_mv": 1.0})
+
+
+def test_challenge_records_without_a_usable_lead_are_reported(cinc_dir, tmp_path, cache):
+    """Same check, same report in the Challenge builder (MATLAB v4 signal files)."""
+    root = tmp_path / "cinc"
+    root.mkdir()
+    names = sorted(p.stem for p in cinc_dir.glob("E*.hea"))[:4]
+    for name in names:
+        for ext in (".hea", ".mat"):
+            shutil.copy(cinc_dir / (name + ext), root / (name + ext))
+    _zero_leads(root / f"{names[0]}.hea")
+    b = PhysioNetChallenge(data_dir=str(root), cache_dir=cache, quality_thresholds={"flat_range_mv": 0.02})
+    b.download_and_prepare()
+    assert b.as_dataset("train").num_rows == 3
+    assert [(Path(s.record).name, s.reason) for s in b.skipped] == [(names[0], "NoUsableLeadError")]
+
+
 def test_ptbxl_streaming_equals_prepared(ptbxl_super):
     prepared = ptbxl_super.as_dataset("validation").with_format("numpy")
     stream = ptbxl_super.as_streaming_dataset(split="validation")

@@ -89,6 +89,59 @@ def test_onnx_matches_pytorch_on_real_records_at_two_lengths(onnx_export, pytorc
 
 
 @pytest.mark.slow
+def test_short_input_is_padded_or_refused_never_silently_wrong(onnx_export, pytorch):
+    """Below ``min_length`` PyTorch shrinks the attention window while the ONNX graph (full window only)
+    returns wrong numbers without an error. The export records the limit, the feature extractor pads short
+    recordings to one window (both runtimes then agree), and the Python runner refuses shorter raw input."""
+    import onnx
+
+    from ecgnat_hf.data.errors import InvalidSignalError, SignalTooShortError
+    from ecgnat_hf.export import load_exported
+
+    model, fe = pytorch
+    exported = load_exported(onnx_export)
+    n_min = exported.min_length
+    info = json.loads((onnx_export / "export_config.json").read_text())
+    assert info["min_length"] == n_min and info["min_length_s"] == pytest.approx(n_min / 100)
+    assert "refused" in info["below_min_length"]
+    meta = {m.key: m.value for m in onnx.load(str(onnx_export / "model.onnx")).metadata_props}
+    assert json.loads(meta["ecgnat.min_length"]) == n_min and n_min < fe.window_length
+    rec = read_record(find_records(sample_dir() / "records100")[0])
+
+    def torch_out(x, mask):
+        with torch.inference_mode():
+            return model(input_values=torch.from_numpy(x), lead_mask=torch.from_numpy(mask))
+
+    # a real 3 s recording through the feature extractor: zero-padded to one 10 s window, both runtimes agree
+    feats = fe(rec.signal[:, :300], sampling_rate=rec.sampling_rate, lead_names=rec.lead_names)
+    x, mask = feats["input_values"], feats["lead_mask"].astype(bool)
+    assert x.shape == (1, 12, fe.window_length)
+    out = exported(x, mask, record=rec.path)
+    assert float(np.abs(out["logits"] - torch_out(x, mask).logits.numpy()).max()) < 1e-4
+
+    # the same 300 samples as raw input: PyTorch computes with a shrunk attention window; the runner refuses
+    x, mask = _real_inputs(fe, [rec], 300)
+    assert torch.isfinite(torch_out(x, mask).logits).all()
+    with pytest.raises(SignalTooShortError, match=rf"{rec.record_id}: 300 samples .*min_length of {n_min}"):
+        exported(x, mask, record=rec.path)
+    # ...which is needed: bare onnxruntime returns numbers far from PyTorch's, and no error
+    session = ort.InferenceSession(str(onnx_export / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert max(_compare(session, model, x, mask)) > 1e-3
+
+    # the boundary: min_length is accepted and equals PyTorch, one sample less is refused
+    x, mask = _real_inputs(fe, [rec], n_min)
+    out = exported(x, mask, record=rec.path)
+    assert float(np.abs(out["logits"] - torch_out(x, mask).logits.numpy()).max()) < 1e-4
+    with pytest.raises(SignalTooShortError):
+        exported(x[:, :, :-1], mask[:, :], record=rec.path)
+    # a row without a present lead: the graph would give NaN, PyTorch raises, the runner names the record
+    with pytest.raises(InvalidSignalError, match=f"{rec.record_id}: no lead present"):
+        exported(x, np.zeros_like(mask), record=[rec.path])
+    with pytest.raises(ValueError, match="at least one present lead"):
+        torch_out(x, np.zeros_like(mask))
+
+
+@pytest.mark.slow
 def test_torch_export_round_trip(checkpoint, pytorch, tmp_path):
     from ecgnat_hf.export import export_model
 
@@ -108,6 +161,17 @@ def test_torch_export_round_trip(checkpoint, pytorch, tmp_path):
     x, mask = _real_inputs(fe, records[:1], info["min_length"] - 1)
     with pytest.raises(Exception, match="length|size|Guard|constraint|range"):
         program(torch.from_numpy(x), torch.from_numpy(mask))
+    # and the Python runner says so with a typed error naming the record, as for ONNX
+    from ecgnat_hf.data.errors import SignalTooShortError
+    from ecgnat_hf.export import load_exported
+
+    with pytest.raises(SignalTooShortError, match=f"{records[0].record_id}.*min_length of {info['min_length']}"):
+        load_exported(tmp_path)(x, mask, record=records[0].path)
+    x, mask = _real_inputs(fe, records[:1], info["min_length"])
+    out = load_exported(tmp_path)(x, mask, record=records[0].path)
+    with torch.no_grad():
+        ref = model(input_values=torch.from_numpy(x), lead_mask=torch.from_numpy(mask))
+    assert float(np.abs(out["logits"] - ref.logits.numpy()).max()) < 1e-4
 
 
 def test_export_module_rejects_other_models_and_cli_usage(tmp_path, capsys):

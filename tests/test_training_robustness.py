@@ -133,3 +133,109 @@ def test_single_channel_ecg_folder_finetunes_with_a_lead_mapping(cinc2017_style,
     res = main([*base, "--output_dir", str(tmp_path / "b"), "--lead_names", "ECG=I"])
     assert res["global_step"] == 6 and res["n_train"] > 0
     assert set(res["label_names"]) == {"N", "O"}
+
+
+@pytest.fixture(scope="module")
+def folder_with_a_precordial_record(shared_data, tmp_path_factory):
+    """16 PTB-XL records (100 Hz) as a labelled folder, NORM / OTHER, 10 train + 6 test; one test record keeps
+    only its chest leads V1-V6 (as a precordial-only recording would), and a seeded untrained tiny
+    checkpoint with the folder's classes."""
+    from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForSequenceClassification
+
+    root = shared_data / "ptbxl-subset"
+    out = tmp_path_factory.mktemp("v1v6")
+    data = out / "data"
+    data.mkdir()
+    with open(root / "ptbxl_database.csv", newline="") as f:
+        db = list(csv.DictReader(f))[:16]
+    rows = []
+    for i, r in enumerate(db):
+        rec = wfdb.rdrecord(str(root / r["filename_lr"]))
+        name = Path(r["filename_lr"]).name
+        keep = [j for j, n in enumerate(rec.sig_name) if (i != 12 or n.startswith("V"))]
+        wfdb.wrsamp(name, fs=rec.fs, units=[rec.units[j] for j in keep], sig_name=[rec.sig_name[j] for j in keep],
+                    p_signal=rec.p_signal[:, keep], fmt=["16"] * len(keep), adc_gain=[1000.0] * len(keep),
+                    baseline=[0] * len(keep), write_dir=str(data))
+        label = "NORM" if "NORM" in ast.literal_eval(r["scp_codes"]) else "OTHER"
+        rows.append((name, label, "train" if i < 10 else "test"))
+    with open(data / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("record", "labels", "split"), *rows])
+    labels = ["NORM", "OTHER"]
+    torch.manual_seed(0)
+    config = ECGNATConfig.from_preset("tiny", num_labels=2, id2label=dict(enumerate(labels)),
+                                      label2id={n: i for i, n in enumerate(labels)},
+                                      problem_type="multi_label_classification")
+    ckpt = out / "ckpt"
+    ECGNATForSequenceClassification(config).save_pretrained(ckpt)
+    ECGNATFeatureExtractor(sampling_rate=100, window_s=10).save_pretrained(ckpt)
+    return data, ckpt, rows[12][0]
+
+
+@pytest.mark.shared_data
+def test_lead_subset_evaluation_leaves_out_records_without_its_leads(folder_with_a_precordial_record, tmp_path):
+    """A test record with only V1-V6 has nothing to show under 'I+II': that subset's metrics leave it out and
+    say so (count and name, JSON and Markdown), instead of aborting the whole evaluation; the full-lead and
+    other subsets still score it. The subset's numbers equal an evaluation of a folder without the record, so
+    nothing was scored as zeros."""
+    import json
+    import shutil
+
+    from ecgnat_hf.recipes.evaluate import main
+    from ecgnat_hf.training.data import clear_cache
+
+    data, ckpt, v_only = folder_with_a_precordial_record
+
+    def evaluate(folder, out):
+        clear_cache()
+        return main(["--model_name_or_path", str(ckpt), "--dataset", "folder", "--data_dir", str(folder),
+                     "--labels_csv", str(folder / "labels.csv"), "--cache_dir", str(tmp_path / "hf"),
+                     "--eval_splits", "test", "--lead_subsets", "12-lead;I+II;V1,V2", "--plot_roc", "false",
+                     "--output_dir", str(out), "--use_cpu", "true", "--disable_tqdm", "true"])
+
+    rep = evaluate(data, tmp_path / "eval")
+    test = rep["lead_subsets"]["test"]
+    assert rep["n_examples"]["test"] == 6
+    assert test["I+II"]["n_scored"] == 5 and test["I+II"]["n_skipped"] == 1
+    assert [Path(r).name for r in test["I+II"]["skipped_records"]] == [v_only]
+    assert test["V1+V2"]["n_scored"] == 6 and test["V1+V2"]["n_skipped"] == 0  # the chest leads are there
+    assert "n_skipped" not in test["12-lead"] and np.isfinite(test["12-lead"]["loss"])
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert saved["lead_subsets"]["test"]["I+II"]["n_skipped"] == 1
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert "| I+II | 5 of 6 |" in md and v_only in md and "| 12-lead | 6 |" in md
+
+    # the same subset on the folder without that record: identical numbers (the record was never scored)
+    other = tmp_path / "without"
+    shutil.copytree(data, other)
+    for f in other.glob(f"{v_only}.*"):
+        f.unlink()
+    lines = (other / "labels.csv").read_text().splitlines()
+    (other / "labels.csv").write_text("\n".join(ln for ln in lines if not ln.startswith(v_only + ",")) + "\n")
+    ref = evaluate(other, tmp_path / "eval2")["lead_subsets"]["test"]["I+II"]
+    assert ref["n_skipped"] == 0 and ref["n_scored"] == 5
+    for k in ("loss", "macro_auroc"):
+        assert test["I+II"][k] == pytest.approx(ref[k], abs=1e-6), k
+
+
+@pytest.mark.shared_data
+def test_training_lead_subset_leaves_out_and_names_records_without_its_leads(folder_with_a_precordial_record, tmp_path):
+    """--leads for training / evaluation uses the same rule, and the collator names a record it must refuse."""
+    from ecgnat_hf.feature_extraction_ecgnat import ECGNATFeatureExtractor
+    from ecgnat_hf.recipes.finetune import _without_records_lacking
+    from ecgnat_hf.training.arguments import DataArguments
+    from ecgnat_hf.training.data import ECGDataCollator, clear_cache, lead_subset_mask, prepare_classification_data
+
+    data, _, v_only = folder_with_a_precordial_record
+    clear_cache()
+    fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=10)
+    prepared = prepare_classification_data(DataArguments(
+        dataset="folder", data_dir=str(data), labels_csv=str(data / "labels.csv"), cache_dir=str(tmp_path / "hf")), fe)
+    test = prepared.splits["test"]
+    assert v_only in [Path(r).name for r in test["record"]]  # prepared splits carry the record name
+    keep = lead_subset_mask(fe.lead_names, ("I", "II"))
+    with pytest.raises(ValueError, match=f"{v_only}: none of the kept leads"):
+        ECGDataCollator(prepared.problem_type, keep_leads=keep)([test[i] for i in range(len(test))])
+    out = _without_records_lacking(prepared, keep, "I+II")
+    assert len(out.splits["test"]) == 5 and len(out.splits["train"]) == len(prepared.splits["train"])
+    assert v_only not in [Path(r).name for r in out.splits["test"]["record"]]
+    assert [(Path(s.record).name, s.reason) for s in out.skipped[-1:]] == [(v_only, "no lead of --leads")]

@@ -696,7 +696,9 @@ def _cmd_export(args) -> int:
           f"{','.join(info['lead_names'])} at {info['sampling_rate']:g} Hz, lead_mask (batch, "
           f"{len(info['lead_names'])}) bool; outputs: {outputs}")
     print(f"valid lengths: >= {info['min_length']} samples ({info['min_length'] / info['sampling_rate']:g} s)"
-          + ("" if info["max_length"] is None else f", <= {info['max_length']}"))
+          + ("" if info["max_length"] is None else f", <= {info['max_length']}")
+          + "; shorter input gives wrong numbers in bare onnxruntime: run the export through "
+            "ecgnat_hf.export.load_exported, which refuses it")
     check = info["check"]
     print(f"check against PyTorch at lengths {check['lengths']}: max |difference| {check['max_abs_difference']:.2e}"
           f" (limit {check['atol']:g})")

@@ -14,9 +14,22 @@
 
 The attention runs on the plain-PyTorch neighborhood-attention backend (``attn_implementation=
 "na_torch"``); with a symbolic length it takes its traceable form (explicit neighbour indices), so
-one graph serves every length from ``min_length`` samples up. Shorter inputs need a smaller kernel
-or dilation, which is control flow a static graph cannot hold: they are outside the exported range
-(run them in PyTorch, or use the feature extractor's windows, which are far longer).
+one graph serves every length from ``min_length`` samples up.
+
+Below ``min_length`` the two runtimes differ, and this is made explicit rather than left to chance:
+
+* PyTorch accepts any length. Where a stage's sequence is shorter than its attention window
+  (``kernel_size * dilation`` tokens), it shrinks the window and the dilation for that input. That is
+  a different computation from the one the model was trained on at full length.
+* The exported graph holds only the full-window computation (a static graph cannot hold that control
+  flow). ``model.pt2`` refuses shorter inputs with a guard error. **onnxruntime does not check: it returns
+  wrong numbers.** :class:`ExportedECGNAT` (``load_exported``) runs either file and raises
+  :class:`~ecgnat_hf.data.errors.SignalTooShortError` below ``min_length``, naming the record.
+  ``min_length`` (samples) and ``min_length_s`` are written to ``export_config.json`` and to the ONNX
+  metadata (``ecgnat.min_length``).
+* The feature extractor's windows (``mode="window"``/``"crop"``) zero-pad a recording shorter than one
+  window to the full window, which is longer than ``min_length``, so both runtimes give the same numbers
+  for it. Only raw arrays, or ``mode="pad"`` batches of recordings shorter than ``min_length``, fall below.
 
 After writing, the export is checked: the graph is run (onnxruntime or the loaded ``.pt2``) at two
 lengths on real preprocessed input and compared with PyTorch; the largest difference is returned and
@@ -36,7 +49,8 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORT_FORMATS", "ECGNATExportModule", "export_model", "load_onnx_session", "check_export"]
+__all__ = ["EXPORT_FORMATS", "ECGNATExportModule", "ExportedECGNAT", "export_model", "load_exported",
+           "load_onnx_session", "check_export"]
 
 EXPORT_FORMATS = ("onnx", "torch_export")
 _FILES = {"onnx": "model.onnx", "torch_export": "model.pt2"}
@@ -241,7 +255,14 @@ def _export_config(model, fe, format, filename, output_names, min_length, max_le
         "lead_names": list(config.lead_names),
         "sampling_rate": config.sampling_rate,
         "min_length": min_length,
+        "min_length_s": min_length / float(config.sampling_rate),
         "max_length": max_length,
+        "below_min_length": (
+            "refused: the graph holds only the full attention window and gives wrong numbers below min_length "
+            "(onnxruntime does not check; ecgnat_hf.export.ExportedECGNAT raises SignalTooShortError). PyTorch "
+            "shrinks the window instead. The feature extractor's windows zero-pad short recordings to "
+            "window_s, which is always long enough"
+        ),
         "attention_backend": "na_torch (plain PyTorch, traced form)",
         "preprocessing": {k: v for k, v in fe.to_dict().items() if not k.startswith("_")},
     }
@@ -287,11 +308,129 @@ def _write_onnx_metadata(path: Path, info: dict) -> None:
 
     model = onnx.load(str(path))
     del model.metadata_props[:]
-    for key in ("lead_names", "sampling_rate", "min_length", "labels", "problem_type", "probabilities",
-                "decision_thresholds"):
+    for key in ("lead_names", "sampling_rate", "min_length", "min_length_s", "max_length", "labels", "problem_type",
+                "probabilities", "decision_thresholds"):
         if key in info:
             entry = model.metadata_props.add()
             entry.key, entry.value = f"ecgnat.{key}", json.dumps(info[key])
     entry = model.metadata_props.add()
     entry.key, entry.value = "ecgnat.preprocessing", json.dumps(info["preprocessing"])
     onnx.save(model, str(path))
+
+
+# ------------------------------------------------------------------------------------------ running an export
+class ExportedECGNAT:
+    """Run an exported folder (``model.onnx`` with onnxruntime, or ``model.pt2``) with the input checks that
+    the graph itself cannot hold, so that it raises instead of returning wrong numbers.
+
+    Usage::
+
+        exported = load_exported("my-ecgnat-onnx")          # reads export_config.json
+        feats = ECGNATFeatureExtractor.from_pretrained("my-ecgnat-onnx")(signal, sampling_rate=fs,
+                                                                          lead_names=leads)
+        out = exported(feats["input_values"], feats["lead_mask"], record="rec01")
+        out["logits"], out["pooler_output"]                 # numpy arrays, one row per window
+
+    Checks, each a typed :class:`~ecgnat_hf.data.errors.ECGDataError` naming the record (``record``: one
+    name, or one per batch row):
+
+    * ``input_values`` is ``(batch, leads, length)`` with the export's number of leads, and finite where a
+      lead is present (:class:`~ecgnat_hf.data.errors.InvalidSignalError`);
+    * ``length >= min_length``, the shortest input the graph computes correctly
+      (:class:`~ecgnat_hf.data.errors.SignalTooShortError`; see the module docstring for what PyTorch does
+      instead), and ``<= max_length`` when the export has one;
+    * ``lead_mask`` is ``(batch, leads)`` and every row has a present lead (the graph would return NaN for
+      that row; PyTorch raises).
+
+    Attributes: ``config`` (``export_config.json``), ``min_length``, ``max_length``, ``lead_names``,
+    ``sampling_rate``, ``output_names``, ``path`` (the graph file).
+    """
+
+    def __init__(self, folder, num_threads: int | None = None):
+        from .data.errors import MissingFileError
+
+        folder = Path(os.fspath(folder))
+        cfg_file = folder / "export_config.json"
+        if not cfg_file.is_file():
+            raise MissingFileError(folder, "export_config.json not found: not a folder written by `ecgnat export`")
+        self.config = json.loads(cfg_file.read_text(encoding="utf-8"))
+        self.path = folder / self.config["file"]
+        if not self.path.is_file():
+            raise MissingFileError(self.path, "the exported graph named in export_config.json is missing")
+        self.min_length = int(self.config["min_length"])
+        self.max_length = None if self.config.get("max_length") is None else int(self.config["max_length"])
+        self.lead_names = list(self.config["lead_names"])
+        self.sampling_rate = float(self.config["sampling_rate"])
+        self.output_names = list(self.config["outputs"])
+        if self.path.suffix == ".onnx":
+            session = load_onnx_session(self.path, num_threads)
+            self._run = lambda x, m: session.run(None, {"input_values": x, "lead_mask": m})  # noqa: E731
+        else:
+            program = torch.export.load(str(self.path)).module()
+
+            def run(x, m):
+                with torch.no_grad():
+                    return [t.detach().numpy() for t in program(torch.from_numpy(x), torch.from_numpy(m))]
+
+            self._run = run
+
+    def _names(self, record, n: int) -> list[str]:
+        if record is None:
+            return [f"input (batch row {i})" for i in range(n)]
+        if isinstance(record, (str, os.PathLike)):
+            return [os.fspath(record) if n == 1 else f"{os.fspath(record)} (batch row {i})" for i in range(n)]
+        names = [os.fspath(r) for r in record]
+        if len(names) != n:
+            raise ValueError(f"record names {len(names)} for a batch of {n}")
+        return names
+
+    def check_inputs(self, input_values, lead_mask=None, record=None) -> tuple[np.ndarray, np.ndarray]:
+        """The inputs as the graph takes them (float32, bool), or a typed error naming the record."""
+        from .data.errors import InvalidSignalError, SignalTooShortError
+
+        x = input_values.detach().cpu().numpy() if isinstance(input_values, torch.Tensor) else np.asarray(input_values)
+        n_leads = len(self.lead_names)
+        if x.ndim != 3 or x.shape[1] != n_leads:
+            names = self._names(record, 1 if x.ndim < 3 else x.shape[0])
+            raise InvalidSignalError(names[0] if len(names) == 1 else ", ".join(names),
+                                     f"input_values must be (batch, {n_leads}, length) in the lead order "
+                                     f"{','.join(self.lead_names)}; got shape {tuple(x.shape)}")
+        names = self._names(record, x.shape[0])
+        length = int(x.shape[2])
+        if length < self.min_length:
+            fs = self.sampling_rate
+            raise SignalTooShortError(
+                names[0] if len(names) == 1 else ", ".join(names),
+                f"{length} samples ({length / fs:.2f} s at {fs:g} Hz) is shorter than the exported graph's "
+                f"min_length of {self.min_length} samples ({self.min_length / fs:.2f} s); below it the graph "
+                "gives wrong numbers, not an error. Use the feature extractor's windows (a short recording is "
+                "zero-padded to one window) or run the checkpoint in PyTorch")
+        if self.max_length is not None and length > self.max_length:
+            raise InvalidSignalError(", ".join(names), f"{length} samples exceeds the exported max_length {self.max_length}")
+        if lead_mask is None:
+            mask = np.ones(x.shape[:2], dtype=bool)
+        else:
+            mask = lead_mask.detach().cpu().numpy() if isinstance(lead_mask, torch.Tensor) else np.asarray(lead_mask)
+            if mask.shape != x.shape[:2]:
+                raise InvalidSignalError(", ".join(names), f"lead_mask must be (batch, leads) = {x.shape[:2]}, "
+                                                           f"got {tuple(mask.shape)}")
+            mask = mask.astype(bool)
+        empty = np.flatnonzero(~mask.any(1))
+        if len(empty):
+            raise InvalidSignalError(", ".join(names[i] for i in empty),
+                                     "no lead present in lead_mask (the exported graph would return NaN)")
+        x = x.astype(np.float32, copy=False)
+        bad = np.flatnonzero(~np.isfinite(np.where(mask[:, :, None], x, 0.0)).all(axis=(1, 2)))
+        if len(bad):
+            raise InvalidSignalError(", ".join(names[i] for i in bad), "NaN or infinite values in a present lead")
+        return np.ascontiguousarray(x), np.ascontiguousarray(mask)
+
+    def __call__(self, input_values, lead_mask=None, record=None) -> dict[str, np.ndarray]:
+        """``{output name: array}`` (``logits`` for a classifier, ``pooler_output``) after :meth:`check_inputs`."""
+        x, mask = self.check_inputs(input_values, lead_mask, record)
+        return dict(zip(self.output_names, (np.asarray(o) for o in self._run(x, mask))))
+
+
+def load_exported(folder, num_threads: int | None = None) -> ExportedECGNAT:
+    """:class:`ExportedECGNAT` for a folder written by :func:`export_model` / ``ecgnat export``."""
+    return ExportedECGNAT(folder, num_threads=num_threads)

@@ -11,6 +11,7 @@ from .errors import (
     NoUsableLeadError,
     SamplingRateError,
     SignalMismatchError,
+    SignalTooShortError,
     TruncatedSignalError,
     UnreadableRecordError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "NoUsableLeadError",
     "SamplingRateError",
     "SignalMismatchError",
+    "SignalTooShortError",
     "TruncatedSignalError",
     "UnreadableRecordError",
     "CANONICAL_LEADS",

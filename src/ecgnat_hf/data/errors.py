@@ -28,6 +28,7 @@ __all__ = [
     "SamplingRateError",
     "MissingSamplingRateError",
     "NoUsableLeadError",
+    "SignalTooShortError",
     "SignalMismatchError",
     "UnreadableRecordError",
     "LabelFileError",
@@ -66,6 +67,12 @@ class TruncatedSignalError(ECGDataError, ValueError):
 
 class InvalidSignalError(ECGDataError, ValueError):
     """The signal contains NaN or infinite values (or is otherwise unusable)."""
+
+
+class SignalTooShortError(ECGDataError, ECGInputError):
+    """The signal is shorter than its consumer accepts: a builder's ``min_samples``, or the ``min_length``
+    of an exported graph (:class:`~ecgnat_hf.export.ExportedECGNAT`), below which the graph would return
+    wrong numbers rather than an error. Also an ``ECGInputError`` (a ``ValueError``)."""
 
 
 class SignalMismatchError(ECGDataError, ValueError):

@@ -4,7 +4,9 @@ per-lead-subset results from one checkpoint.
 Lead subsets (``--lead_subsets``, default ``12-lead;6-limb;I+II;II;I``) are evaluated by zeroing the
 absent leads' signals *and* their ``lead_mask`` entries, so the model sees exactly what a recording
 with only those leads would give it (ECG-NAT fuses the present leads only; the ResNet1d baseline sees
-zeros). Writes into ``--output_dir``: ``evaluation.json`` (every number), ``evaluation.md`` (tables),
+zeros). A record that has none of a subset's leads (a single-lead recording of V1 under ``I+II``) is left
+out of that subset's metrics, never scored as zeros: the subset's entry says ``n_scored``,
+``n_skipped`` and ``skipped_records``, the Markdown names them, and the other subsets keep the record. Writes into ``--output_dir``: ``evaluation.json`` (every number), ``evaluation.md`` (tables),
 ``roc_<split>.png`` (12-lead ROC curves)::
 
     python recipes/evaluate.py --model_name_or_path runs/finetune --dataset sample --eval_splits test \\
@@ -57,16 +59,24 @@ def per_class_metrics(probs, labels, label_names, problem_type: str) -> dict[str
 
 
 def _markdown(report: dict) -> str:
+    from .finetune import skipped_records_note
+
     lines = [f"# Evaluation of `{report['checkpoint']}`", "", f"Data: {report['dataset']}.", ""]
     lines += [f"Command: `{report['command']}`", ""]
     for split, subsets in report["lead_subsets"].items():
         metrics = [m for m in ("macro_auroc", "macro_auprc", "macro_f1", "micro_f1", "accuracy", "challenge_score", "loss")
                    if any(m in r for r in subsets.values())]
-        lines += [f"## {split} split ({report['n_examples'][split]} examples): per lead subset", "",
-                  "| leads | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        n = report["n_examples"][split]
+        lines += [f"## {split} split ({n} examples): per lead subset", "",
+                  "| leads | records scored | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
         for name, r in subsets.items():
-            lines.append(f"| {name} | " + " | ".join(f"{r[m]:.4f}" if isinstance(r.get(m), (int, float)) else "n/a"
-                                                     for m in metrics) + " |")
+            scored = f"{r['n_scored']} of {n}" if "n_scored" in r else str(n)
+            lines.append(f"| {name} | {scored} | " + " | ".join(f"{r[m]:.4f}" if isinstance(r.get(m), (int, float))
+                                                                  else "n/a" for m in metrics) + " |")
+        note = skipped_records_note(subsets)
+        if note:
+            lines += ["", "Records with none of a subset's leads are left out of that subset's metrics (not scored "
+                          "as zeros); the other subsets keep them:"] + note[1:]
         lines += ["", f"## {split} split: per class (12 leads)", "", "| class | positives | AUROC | AUPRC | F1 |",
                   "|---|---|---|---|---|"]
         for name, r in report["per_class"][split].items():

@@ -59,23 +59,40 @@ def _parse(args):
 
 
 def evaluate_splits(trainer, prepared, splits=("validation", "test"), keep_leads=None) -> tuple[dict, dict]:
-    """Metrics per split (tidy, nested per-class AUROC) and raw (probabilities, labels) per split."""
+    """Metrics per split (tidy, nested per-class AUROC) and raw (probabilities, labels) per split.
+
+    With ``keep_leads`` (a lead subset), records that have none of the subset's leads are left out of that
+    subset's metrics, never scored as zeros, and the split's metrics say so: ``n_scored``, ``n_skipped``
+    and ``skipped_records`` (their names). A split where no record has any of the leads gets only those
+    counts (no metric, no raw predictions). Other subsets and the full-lead evaluation are unaffected."""
     import numpy as np
 
     from ..metrics.functional import sigmoid, softmax
-    from ..training.data import ECGDataCollator
+    from ..training.data import ECGDataCollator, drop_examples_without_kept_leads
 
     old = trainer.data_collator
     trainer.data_collator = ECGDataCollator(prepared.problem_type, keep_leads=keep_leads)
+    subset = keep_leads is not None and not bool(np.asarray(keep_leads, dtype=bool).all())
     results, raw = {}, {}
     try:
         for s in splits:
             if s not in prepared.splits or len(prepared.splits[s]) == 0:
                 continue
+            ds, left_out = prepared.splits[s], []
+            if subset:
+                leads = [n for n, k in zip(getattr(trainer.processing_class, "lead_names", None) or [],
+                                           np.asarray(keep_leads, dtype=bool)) if k]
+                ds, left_out = drop_examples_without_kept_leads(
+                    ds, keep_leads, f"{s} split, leads {'+'.join(leads) or 'subset'}")
+            counts = {"n_scored": int(len(ds)), "n_skipped": len(left_out), "skipped_records": left_out} if subset else {}
+            if len(ds) == 0:
+                results[s] = counts
+                continue
             prefix = "eval" if s == "validation" else s
-            out = trainer.predict(prepared.splits[s], metric_key_prefix=prefix)
+            out = trainer.predict(ds, metric_key_prefix=prefix)
             results[s] = C.tidy_metrics(out.metrics, prefix)
             results[s].pop("n_skipped_classes", None)  # counts stay out of the card's model-index
+            results[s].update(counts)
             logits = np.asarray(C.first_logits(out.predictions), dtype=np.float64)
             probs = softmax(logits) if prepared.problem_type == "single_label_classification" else sigmoid(logits)
             raw[s] = (probs, np.asarray(out.label_ids))
@@ -128,6 +145,8 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
         training_args.load_best_model_at_end = False
     subset = parse_lead_subset(data_args.leads)
     keep = lead_subset_mask(fe.lead_names, subset[1]) if subset else None
+    if keep is not None and not keep.all():  # training on a lead subset: records without any of its leads
+        prepared = _without_records_lacking(prepared, keep, subset[0])  # are left out and reported, not zeros
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -141,6 +160,9 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
     )
     train_out = trainer.train(resume_from_checkpoint=C.resolve_resume(training_args.resume_from_checkpoint))
     eval_results, raw = evaluate_splits(trainer, prepared, keep_leads=keep)
+    for r in eval_results.values():  # nothing left to skip here (see above); counts stay off the model card
+        for k in ("n_scored", "n_skipped", "skipped_records"):
+            r.pop(k, None)
     lead_results = {}
     subsets = [s for s in (eval_args.lead_subsets.split(";") if eval_args and eval_args.lead_subsets else []) if s.strip()]
     for name in subsets:
@@ -210,13 +232,48 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
 
 
 def lead_subset_markdown(lead_results: dict, metrics=("macro_auroc", "macro_auprc", "macro_f1", "accuracy")) -> str:
-    """A Markdown table: one row per lead subset, one column per metric present."""
+    """A Markdown table: one row per lead subset, one column per metric present, and the number of records
+    scored and left out (none of the subset's leads present) when a subset left any out; the names of those
+    records follow the table."""
     cols = [m for m in metrics if any(m in r for r in lead_results.values())]
-    lines = ["| leads | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    counts = any(r.get("n_skipped") for r in lead_results.values())
+    head = cols + (["records scored", "left out (none of the leads)"] if counts else [])
+    lines = ["| leads | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for name, r in lead_results.items():
         cells = [f"{r[m]:.4f}" if isinstance(r.get(m), (int, float)) else "n/a" for m in cols]
+        if counts:
+            cells += [str(r.get("n_scored", "")), str(r.get("n_skipped", 0))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += skipped_records_note(lead_results)
     return "\n".join(lines)
+
+
+def skipped_records_note(lead_results: dict, limit: int = 20) -> list[str]:
+    """Markdown lines naming the records each lead subset left out (empty when none was)."""
+    lines = []
+    for name, r in lead_results.items():
+        names = r.get("skipped_records") or []
+        if names:
+            shown = ", ".join(f"`{n}`" for n in names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+            lines.append(f"- {name}: {len(names)} record(s) left out, none of the leads present: {shown}")
+    return [""] + lines if lines else []
+
+
+def _without_records_lacking(prepared, keep, name: str):
+    """``prepared`` without the records that have none of the training lead subset ``keep``; they are added
+    to ``prepared.skipped`` (reason ``no lead of --leads``) and logged by name."""
+    from dataclasses import replace
+
+    from ..data.builders.common import SkippedRecord
+    from ..training.data import drop_examples_without_kept_leads
+
+    splits, skipped = {}, list(prepared.skipped)
+    for s, ds in prepared.splits.items():
+        splits[s], left_out = drop_examples_without_kept_leads(ds, keep, f"--leads {name}, {s} split")
+        skipped += [SkippedRecord(r, "no lead of --leads", f"none of the leads {name} is present") for r in left_out]
+    if "train" in splits and len(splits["train"]) == 0:
+        raise ValueError(f"--leads {name}: no training record has any of these leads")
+    return replace(prepared, splits={s: d for s, d in splits.items() if len(d)}, skipped=skipped)
 
 
 def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:

@@ -76,7 +76,8 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _markdown(summary: list[dict], metric: str, command: str, comparisons: list[dict] | None = None) -> str:
+def _markdown(summary: list[dict], metric: str, command: str, comparisons: list[dict] | None = None,
+              skipped_by_subset: dict | None = None) -> str:
     fracs = sorted({s["fraction"] for s in summary})
     models = list(dict.fromkeys(s["model"] for s in summary))
     cell = {(s["model"], s["fraction"]): s for s in summary}
@@ -91,6 +92,12 @@ def _markdown(summary: list[dict], metric: str, command: str, comparisons: list[
     if comparisons:
         lines += ["", "Paired differences on the same test records (bootstrap over records, repeats averaged):", ""]
         lines += [f"- {100 * c['fraction']:g}% labels: {c['text']}" for c in comparisons]
+    if skipped_by_subset:
+        from .finetune import skipped_records_note
+
+        note = skipped_records_note({k: {"skipped_records": v} for k, v in skipped_by_subset.items()})
+        lines += ["", f"Per-lead-subset test {metric} leaves out the test records that have none of the subset's "
+                      "leads (not scored as zeros; column `n_skipped[subset]` of label_efficiency_runs.csv):"] + note[1:]
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
@@ -125,6 +132,7 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
     out_dir = Path(training_args.output_dir)
     rows: list[dict[str, Any]] = []
     test_scores: dict[tuple[str, float], list] = {}  # (arm, fraction) -> test probabilities per repeat
+    skipped_by_subset: dict[str, list] = {}  # lead subset -> test records with none of its leads (not scored)
     test_labels = None
     for fraction in fractions:
         for rep in range(le_args.repeats):
@@ -160,6 +168,9 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                     rows[-1][f"auroc_{name}"] = value
                 for subset, metrics in res.get("lead_subsets", {}).items():  # test split, leads removed
                     rows[-1][f"{le_args.metric}[{subset}]"] = metrics.get(le_args.metric)
+                    if metrics.get("n_skipped"):  # test records with none of the subset's leads: not scored
+                        rows[-1][f"n_skipped[{subset}]"] = metrics["n_skipped"]
+                        skipped_by_subset[subset] = metrics.get("skipped_records") or []
                 logger.info("label efficiency: %s", rows[-1])
                 del trainer
                 if not le_args.save_models and trainer_is_main(training_args):
@@ -172,7 +183,7 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
 
         files["runs_csv"] = str(C.write_text(_csv(rows), out_dir / "label_efficiency_runs.csv"))
         files["csv"] = str(C.write_text(_csv(summary), out_dir / "label_efficiency.csv"))
-        files["markdown"] = str(C.write_text(_markdown(summary, le_args.metric, command, comparisons),
+        files["markdown"] = str(C.write_text(_markdown(summary, le_args.metric, command, comparisons, skipped_by_subset),
                                              out_dir / "label_efficiency.md"))
         plot_rows = [s for s in summary if s["mean"] is not None]
         if plot_rows:
@@ -182,10 +193,11 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
             plt.close(fig)
             files["plot"] = str(out_dir / "label_efficiency.png")
         C.write_json({"metric": le_args.metric, "command": command, "rows": rows, "summary": summary,
-                      "comparisons": comparisons}, out_dir / "label_efficiency.json")
+                      "comparisons": comparisons, "lead_subset_skipped_records": skipped_by_subset},
+                     out_dir / "label_efficiency.json")
         files["json"] = str(out_dir / "label_efficiency.json")
     return {"rows": rows, "summary": summary, "comparisons": comparisons, "files": files, "metric": le_args.metric,
-            "output_dir": str(out_dir.resolve())}
+            "lead_subset_skipped_records": skipped_by_subset, "output_dir": str(out_dir.resolve())}
 
 
 def compare_arms(test_scores: dict, labels, arm_names: list[str], fractions) -> list[dict]:

@@ -5,13 +5,15 @@
   prepared once in the ``datasets`` cache; splits missing from the source (Challenge has only
   ``train``, folders may lack one) are drawn from ``train`` with a fixed seed.
 * :func:`prepare_classification_data`: every split through ``ECGNATFeatureExtractor`` with
-  ``datasets.map(batched=True)`` into ``input_values`` (leads, samples) float32, ``lead_mask`` (leads,)
-  and ``labels`` columns in torch format; prepared splits are cached in memory for the process, so the
-  label-efficiency sweep and the demo read and preprocess each record once.
+  ``datasets.map(batched=True)`` into ``input_values`` (leads, samples) float32, ``lead_mask`` (leads,),
+  ``labels`` and ``record`` (the record's path or id, for messages) columns in torch format; prepared
+  splits are cached in memory for the process, so the label-efficiency sweep and the demo read and
+  preprocess each record once.
 * :func:`prepare_pretraining_data`: unlabelled windows from several sources for masked pretraining.
 * :func:`stratified_subset`: fixed-seed stratified label-fraction subsample (multi-label aware).
 * :class:`ECGDataCollator`: stacks examples, casts labels for the problem type, optionally hides a
-  lead subset (zeroed signal and ``lead_mask``). BEAT-Net's precomputed beat tokens (``beats``,
+  lead subset (zeroed signal and ``lead_mask``); :func:`drop_examples_without_kept_leads` first leaves
+  out (and names) the examples that have none of the subset's leads. BEAT-Net's precomputed beat tokens (``beats``,
   ``beat_mask``, ``rr``; see :mod:`ecgnat_hf.training.beatnet`) are padded and passed on when present.
 """
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "stratified_subset",
     "ECGDataCollator",
     "lead_subset_mask",
+    "without_kept_leads",
+    "drop_examples_without_kept_leads",
     "clear_cache",
 ]
 
@@ -179,6 +183,7 @@ def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str, l
     feats = {
         "input_values": datasets.Array2D(shape=(n_leads, T), dtype="float32"),
         "lead_mask": datasets.List(datasets.Value("int8"), length=n_leads),
+        "record": datasets.Value("string"),  # names the record in later messages (the Trainer drops it)
     }
     if keep_labels:
         feats["labels"] = ds.features["labels"]
@@ -236,6 +241,7 @@ def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str, l
         res = {
             "input_values": np.concatenate(values) if values else np.zeros((0, n_leads, T), dtype=np.float32),
             "lead_mask": np.concatenate(masks) if masks else np.zeros((0, n_leads), dtype=np.int8),
+            "record": [_record_name(batch, src[r]) for o, src in outs for r in o["record_index"]],
         }
         if keep_labels:
             res["labels"] = [batch["labels"][src[r]] for o, src in outs for r in o["record_index"]]
@@ -460,6 +466,35 @@ def lead_subset_mask(lead_names: Sequence[str], subset: Sequence[str] | None) ->
     return np.asarray([n in subset for n in lead_names], dtype=bool)
 
 
+def without_kept_leads(ds, keep_leads) -> list[int]:
+    """Indices of the examples of ``ds`` (a prepared split with ``lead_mask``) that have none of the leads
+    of the ``keep_leads`` mask present: on that lead subset they hold no signal at all."""
+    if keep_leads is None or len(ds) == 0:
+        return []
+    keep = np.asarray(keep_leads, dtype=bool)
+    mask = np.asarray(ds.with_format("numpy")["lead_mask"]).astype(bool)
+    return [int(i) for i in np.flatnonzero(~(mask & keep[None, :]).any(1))]
+
+
+def drop_examples_without_kept_leads(ds, keep_leads, what: str = "the lead subset"):
+    """``(ds without the examples that have none of the kept leads, names of those left out)``.
+
+    Such an example holds only zeros once the other leads are hidden; scoring it would put a made-up
+    prediction into the metric, and :class:`ECGDataCollator` refuses it. Callers report the names
+    (``record`` column of prepared splits; ``example <i>`` without one)."""
+    missing = without_kept_leads(ds, keep_leads)
+    if not missing:
+        return ds, []
+    names = ds.with_format(None)["record"] if "record" in ds.column_names else None
+    left_out = [str(names[i]) if names is not None else f"example {i}" for i in missing]
+    gone = set(missing)
+    kept = ds.select([i for i in range(len(ds)) if i not in gone])
+    shown = ", ".join(left_out[:10]) + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "")
+    logger.warning("%s: %d of %d record(s) have none of its leads present and are left out: %s",
+                   what, len(left_out), len(ds), shown)
+    return kept, left_out
+
+
 @dataclass
 class ECGDataCollator:
     """Batch ``input_values`` (padded to the longest), ``lead_mask`` and ``labels``.
@@ -489,8 +524,10 @@ class ECGDataCollator:
             keep = torch.as_tensor(np.asarray(self.keep_leads), dtype=torch.bool)
             mask = mask & keep[None, :]
             x = x * keep[None, :, None].to(x.dtype)
-            if not bool(mask.any(1).all()):
-                raise ValueError("an example has none of the kept leads present")
+            if not bool(mask.any(1).all()):  # callers leave such examples out first (drop_examples_without_kept_leads)
+                bad = [str(features[i].get("record", f"batch position {i}")) for i in np.flatnonzero(~mask.any(1).numpy())]
+                raise ValueError(f"{', '.join(bad)}: none of the kept leads is present; leave such records out "
+                                 "first (ecgnat_hf.training.data.drop_examples_without_kept_leads)")
         batch = {"input_values": x, "lead_mask": mask.long()}
         if "beats" in features[0] and (self.keep_leads is None or bool(np.asarray(self.keep_leads).all())):
             batch.update(_stack_beat_tokens(features))

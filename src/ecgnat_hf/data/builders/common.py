@@ -39,9 +39,9 @@ from typing import Iterable, Sequence
 import datasets
 import numpy as np
 
-from ..errors import ECGDataError
+from ..errors import ECGDataError, SignalTooShortError
 from ..leads import CANONICAL_LEADS, lead_indices
-from ..quality import check_record_quality
+from ..quality import QualityThresholds, check_record_quality
 from ..records import read_record
 
 logger = logging.getLogger(__name__)
@@ -82,13 +82,17 @@ class ECGBuilderConfig(datasets.BuilderConfig):
         record_ids: keep only these record ids.
         canonical_leads: reorder 12-lead records to I, II, III, aVR, aVL, aVF, V1-V6.
         quality_check: leave out (and report, reason ``NoUsableLeadError``) records none of whose leads
-            passes :func:`ecgnat_hf.data.quality.check_signal_quality` (all flat / saturated).
+            passes :func:`ecgnat_hf.data.quality.check_signal_quality` (all flat / saturated). Every
+            builder applies it (PTB-XL, Challenge, folders), as the feature extractor does at inference.
+        quality_thresholds: a dict of :class:`~ecgnat_hf.data.quality.QualityThresholds` fields overriding
+            the defaults (the same dict the feature extractor's ``quality_thresholds`` takes).
     """
 
     max_records: int | None = None
     record_ids: tuple | None = None
     canonical_leads: bool = True
     quality_check: bool = True
+    quality_thresholds: dict | None = None
 
 
 def normalize_sex(value) -> str | None:
@@ -167,6 +171,9 @@ class ECGDatasetBuilder(datasets.GeneratorBasedBuilder):
         self.skipped: list[SkippedRecord] = []
         self._skip_log: str | None = None
         super().__init__(*args, **kwargs)
+        # an unknown threshold fails here, not once per record mid-build (``datasets`` sets the keyword
+        # arguments of a named config after the config's __post_init__, so the check lives here)
+        QualityThresholds.from_dict(getattr(self.config, "quality_thresholds", None))
 
     # ------------------------------------------------------------------ skipped records
     def _skip(self, record, error: BaseException | str, reason: str | None = None) -> None:
@@ -243,16 +250,24 @@ class ECGDatasetBuilder(datasets.GeneratorBasedBuilder):
             items = items[: int(cfg.max_records)]
         return items
 
-    def _read_or_skip(self, path, min_samples: int = 0, **read_kwargs):
+    def _read_or_skip(self, path, min_samples: int = 0, validate=None, **read_kwargs):
         """``(record, signal, lead_names)`` with leads placed, or ``None`` after reporting the record in
-        ``skipped``: typed data errors keep their class as the reason, anything else is 'unreadable'."""
+        ``skipped``: typed data errors keep their class as the reason, anything else is 'unreadable'.
+
+        Every builder reads through here, so every builder applies the same checks in the same order: the
+        reader's own, ``min_samples``, the signal-quality check (``config.quality_check``, thresholds
+        ``config.quality_thresholds``: a record with no usable lead is left out with reason
+        ``NoUsableLeadError``), then ``validate(record, signal, lead_names)``, a builder's own expectations
+        (PTB-XL: rate and shape), which raises an :class:`ECGDataError` to leave the record out."""
         try:
             rec = read_record(path, **read_kwargs)
             if rec.signal.shape[1] < max(int(min_samples), 1):
-                raise ECGDataError(path, f"only {rec.signal.shape[1]} samples (min_samples={max(int(min_samples), 1)})")
+                raise SignalTooShortError(path, f"only {rec.signal.shape[1]} samples (min_samples={max(int(min_samples), 1)})")
             if getattr(self.config, "quality_check", True):
-                check_record_quality(rec, require_usable=True)
+                check_record_quality(rec, getattr(self.config, "quality_thresholds", None), require_usable=True)
             signal, leads = self._place_leads(rec)
+            if validate is not None:
+                validate(rec, signal, leads)
         except ECGDataError as exc:
             self._skip(path, exc)
             return None

@@ -13,7 +13,9 @@ Labels follow the benchmark exactly (see :mod:`ecgnat_hf.data.labels`): classes 
 ``MultiLabelBinarizer`` sorts them, counted over the whole table, records without a label for the
 task left out (they are listed in ``builder.unlabelled``, not in ``builder.skipped``, since leaving
 them out is the task's definition, not a problem with the record). Records listed in the table but
-missing or unreadable on disk are reported in ``builder.skipped``.
+missing or unreadable on disk, and records with no usable lead (all flat or saturated: the check of
+:mod:`ecgnat_hf.data.quality` that every builder and the feature extractor apply; ``quality_check=False``
+turns it off), are reported in ``builder.skipped`` with the reason.
 
 A split whose folds hold no record (the shared subset has no fold 10) is omitted with a warning;
 pass e.g. ``test_folds=(9,)`` to evaluate on fold 9 instead.
@@ -28,10 +30,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..errors import ECGDataError
+from ..errors import InvalidSignalError, SamplingRateError
 from ..labels import PTBXL_TASKS, aggregate_ptbxl_labels, load_scp_statements, parse_scp_codes
 from ..leads import CANONICAL_LEADS
-from ..records import read_record
 from .common import ECGBuilderConfig, ECGDatasetBuilder, _float_or_none, normalize_sex, signal_feature
 
 logger = logging.getLogger(__name__)
@@ -192,22 +193,22 @@ class PTBXL(ECGDatasetBuilder):
         col = "filename_lr" if int(cfg.sampling_rate) == 100 else "filename_hr"
         n = 1000 if int(cfg.sampling_rate) == 100 else 5000
         class_index = {c: i for i, c in enumerate(classes)}
+        expected = (len(CANONICAL_LEADS), n)
+
+        def validate(rec, signal, leads):
+            if abs(rec.sampling_rate - float(cfg.sampling_rate)) > 1e-6:
+                raise SamplingRateError(rec.path, f"sampling rate {rec.sampling_rate:g} Hz, expected {cfg.sampling_rate}")
+            if signal.shape != expected:
+                raise InvalidSignalError(rec.path, f"signal shape {signal.shape}, expected {expected}")
+
         for ecg_id in ecg_ids:
             row = df.loc[ecg_id]
-            path = d / str(row[col])
-            try:
-                rec = read_record(path)
-                if abs(rec.sampling_rate - float(cfg.sampling_rate)) > 1e-6:
-                    raise ECGDataError(str(path), f"sampling rate {rec.sampling_rate:g} Hz, expected {cfg.sampling_rate}")
-                signal, leads = self._place_leads(rec)
-                if signal.shape != (len(CANONICAL_LEADS), n):
-                    raise ECGDataError(str(path), f"signal shape {signal.shape}, expected (12, {n})")
-            except ECGDataError as exc:
-                self._skip(path, exc)
+            # the shared path of every builder: reader errors, the no-usable-lead quality check, then
+            # PTB-XL's own expectations; each left-out record is reported in ``skipped`` with its reason
+            read = self._read_or_skip(d / str(row[col]), validate=validate)
+            if read is None:
                 continue
-            except Exception as exc:  # unexpected: still report, never drop silently
-                self._skip(path, exc, reason=f"unreadable ({type(exc).__name__})")
-                continue
+            rec, signal, leads = read
             labs = [c for c in agg.labels.get(ecg_id, []) if c in class_index]
             y = np.zeros(len(classes), dtype=np.float32)
             for c in labs:
