@@ -409,7 +409,10 @@ def extractor_cases() -> list[Case]:
         y[1] = np.clip(y[1] * 8, -0.5, 0.5)
         return (y,), dict(sampling_rate=fs, lead_names=names)
     add("lead II clipped at the rails", run_fe(saturated), (FLAG,))
-    add("values in microvolts labelled mV", run_fe(lambda t: ((x * 1000,), dict(sampling_rate=fs, lead_names=names))), (FLAG,))
+    add("values in microvolts labelled mV (standardizing extractor)",
+        run_fe(lambda t: ((x * 1000,), dict(sampling_rate=fs, lead_names=names))), (FLAG,))
+    add("values in microvolts labelled mV (amplitude-keeping extractor, scaling='center')",
+        run_fe(lambda t: ((x * 1000,), dict(sampling_rate=fs, lead_names=names)), scaling="center"))
     add("1-sample signal", run_fe(lambda t: ((x[:, :1],), dict(sampling_rate=fs, lead_names=names))))
     add("0-sample signal", run_fe(lambda t: ((x[:, :0],), dict(sampling_rate=fs, lead_names=names))))
     add("(samples, leads) transposed", run_fe(lambda t: ((x.T,), dict(sampling_rate=fs, lead_names=names))))

@@ -191,6 +191,26 @@ def test_scaling_options():
         ECGNATFeatureExtractor()(np.ones((12, 5000)), sampling_rate=500)
 
 
+def test_center_scaling_keeps_amplitudes_and_refuses_microvolts(shared_data):
+    """'center' removes each lead's mean and keeps mV: the ratio of two leads' amplitudes survives
+    (z-scoring makes every lead unit-sized). A record in microvolts is refused, not scored 1000x too big."""
+    rec = read_record(shared_data / "ptbxl-subset" / "records100" / "00000" / "00001_lr")
+    x = np.asarray(rec.signal, dtype=np.float64)
+    fe = ECGNATFeatureExtractor(sampling_rate=100, scaling="center")
+    assert fe.keeps_amplitude and not ECGNATFeatureExtractor().keeps_amplitude
+    c = fe(x, sampling_rate=rec.sampling_rate, lead_names=rec.lead_names)["input_values"][0]
+    np.testing.assert_allclose(c, (x - x.mean(1, keepdims=True)).astype(np.float32), atol=1e-5)
+    z = ECGNATFeatureExtractor(sampling_rate=100)(x, sampling_rate=rec.sampling_rate, lead_names=rec.lead_names)
+    spread = c.std(1)
+    assert spread.max() / spread.min() > 1.5  # leads differ in size here ...
+    np.testing.assert_allclose(z["input_values"][0].std(1), 1, atol=1e-4)  # ... and not after z-scoring
+    with pytest.raises(ECGUnusableSignalError, match=r"00001_lr.*microvolts.*scaling='center'"):
+        fe(x * 1000, sampling_rate=rec.sampling_rate, lead_names=rec.lead_names, record_ids=["00001_lr"])
+    flagged = ECGNATFeatureExtractor(sampling_rate=100)(x * 1000, sampling_rate=rec.sampling_rate,
+                                                         lead_names=rec.lead_names)
+    assert any("microvolts" in f for f in flagged.quality_flags[0])  # scale-free: a visible flag
+
+
 def test_filters_run_and_remove_baseline():
     t = np.arange(5000) / 500
     x = np.tile(np.sin(2 * np.pi * 10 * t) + 5.0 + 2 * np.sin(2 * np.pi * 0.05 * t), (12, 1))

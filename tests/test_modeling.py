@@ -62,6 +62,7 @@ def tiny(**kw) -> ECGNATConfig:
         (dict(classifier_pooling="cls"), "classifier_pooling"),
         (dict(finetune_lead_mask_prob=1.0), "finetune_lead_mask_prob"),
         (dict(stem_hidden_size=1), "stem_hidden_size"),
+        (dict(stem_norm="batch"), "stem_norm"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -85,6 +86,29 @@ def test_presets_and_round_trip(tmp_path):
     assert counts["tiny"] < 1_000_000
     with pytest.raises(ValueError, match="Unknown ECG-NAT preset"):
         ECGNATConfig.from_preset("huge")
+
+
+def test_stem_norm_options_and_old_configs(tmp_path):
+    """'token' LayerNorms every lead's stem token (a flat stretch and a QRS enter the fusion equally big);
+    'fused' keeps only the fused token's norm; 'none' neither. Configs saved before the option load as
+    'token', so older checkpoints keep their architecture."""
+    norms = {}
+    for option in ("token", "fused", "none"):
+        stem = ECGNATModel(ECGNATConfig.from_preset("tiny", stem_norm=option)).stem
+        norms[option] = (isinstance(stem.norm, torch.nn.LayerNorm), isinstance(stem.fusion_norm, torch.nn.LayerNorm))
+    assert norms == {"token": (True, True), "fused": (False, True), "none": (False, False)}
+    assert ECGNATConfig.from_preset("tiny").stem_norm == "fused"
+    config = ECGNATConfig.from_preset("tiny").to_dict()
+    config.pop("stem_norm")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert AutoConfig.from_pretrained(tmp_path).stem_norm == "token"
+    # with no per-lead token norm, the size of a lead reaches the trunk: doubling lead II changes the tokens
+    model = ECGNATModel(ECGNATConfig.from_preset("tiny", stem_norm="fused")).eval()
+    x = torch.randn(1, 12, 1000)
+    y = x.clone()
+    y[:, 1] *= 2
+    with torch.no_grad():
+        assert not torch.allclose(model(x).last_hidden_state, model(y).last_hidden_state, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------------------------- encoder

@@ -37,6 +37,7 @@ PRESETS: dict[str, dict] = {
         num_heads=[2, 3, 4],
         classifier_pooling="mean_max",
         finetune_lead_mask_prob=0.3,
+        stem_norm="fused",
         kernel_sizes=[15, 15, 15],
         dilations=[[1], [1], [1, 4]],
         decoder_hidden_size=64,

@@ -68,7 +68,9 @@ class QualityThresholds:
             maximum value is *saturated* (clipped at the amplifier rails): masked.
         max_range_mv: a lead whose robust range exceeds this is flagged as implausible; when the median
             over leads exceeds it the record is flagged "amplitude suggests microvolts" (values in uV
-            labelled mV). Flag only: standardized model inputs do not depend on the scale.
+            labelled mV). A flag only under scale-free scaling (``"standardize"``, ``"robust"``); an extractor
+            that keeps amplitudes (``"center"``, ``"none"``, a number) refuses such a record instead, since
+            it would be scored at a thousand times its size.
         mask_saturated: mask saturated leads (default) or only flag them.
     """
 
@@ -563,6 +565,13 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
                     f"{where}: no usable lead ({report.short_summary()}); the record is refused, not scored",
                     report=report,
                 )
+            if self.keeps_amplitude and any(f.startswith("amplitude suggests microvolts") for f in report.flags):
+                raise ECGUnusableSignalError(
+                    f"{where}: {next(f for f in report.flags if f.startswith('amplitude suggests'))}: this "
+                    f"extractor keeps amplitudes in mV (scaling={self.scaling!r}), so the record would be scored "
+                    "at the wrong scale; convert it to mV (or fix the units in its header)",
+                    report=report,
+                )
             keep = [k for k, ok in enumerate(report.usable) if ok]
             if len(keep) < len(rows):
                 x = x[keep]
@@ -574,6 +583,11 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         mask = np.zeros(len(self.lead_names), dtype=np.int64)
         mask[targets] = 1
         return full, mask, report
+
+    @property
+    def keeps_amplitude(self) -> bool:
+        """True when the model input depends on the signal's scale (``"center"``, ``"none"``, a number)."""
+        return self.scaling not in ("standardize", "robust")
 
     # ------------------------------------------------------------------ signal processing
     def resample(self, x: np.ndarray, source_rate: float) -> np.ndarray:

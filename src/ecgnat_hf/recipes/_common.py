@@ -101,7 +101,12 @@ def load_feature_extractor(model_args, data_args, model_rate: float | None = Non
         except (OSError, ValueError) as exc:
             logger.warning("no feature extractor in %s (%s); creating one at the model's rate", path, exc)
     rate = model_rate or 100
-    return ECGNATFeatureExtractor(sampling_rate=rate, window_s=data_args.window_s, mode="window", scaling="standardize")
+    scaling = getattr(data_args, "scaling", "center")
+    try:
+        scaling = float(scaling)
+    except (TypeError, ValueError):
+        pass
+    return ECGNATFeatureExtractor(sampling_rate=rate, window_s=data_args.window_s, mode="window", scaling=scaling)
 
 
 def model_sampling_rate(model_args, data_args) -> float:

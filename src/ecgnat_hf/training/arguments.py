@@ -211,6 +211,12 @@ class DataArguments:
     )
     labels_encoding: str = field(default="utf-8", metadata={"help": "folder: text encoding of the labels CSV (e.g. latin-1)."})
     window_s: float = field(default=10.0, metadata={"help": "Example length in seconds (records are cropped from the start / padded)."})
+    scaling: str = field(
+        default="center",
+        metadata={"help": "Feature-extractor scaling of a new checkpoint (a checkpoint's own extractor keeps its scaling): "
+                  "center (default: per-lead mean removed, mV kept, so amplitudes and their ratios across leads "
+                  "survive), standardize (per-lead z-score), robust, none, or a number of mV."},
+    )
     pretrain_windows: bool = field(
         default=True, metadata={"help": "Pretraining: cut long records into several windows (else the first window only)."}
     )
