@@ -286,7 +286,7 @@ def _parse_leads(text: str | None) -> list[str] | dict[str, str] | None:
         return None
     from .data.errors import LeadNameError
     from .data.leads import parse_lead_names
-    from .feature_extraction_ecgnat import ECGLeadNameError, normalize_lead_name
+    from .models.ecgnat.feature_extraction_ecgnat import ECGLeadNameError, normalize_lead_name
 
     try:
         parsed = parse_lead_names(text)
@@ -505,7 +505,7 @@ def _cmd_plot(args) -> int:
     import numpy as np
 
     from .data.records import read_record
-    from .feature_extraction_ecgnat import LEAD_ALIASES, _squash
+    from .models.ecgnat.feature_extraction_ecgnat import LEAD_ALIASES, _squash
     from .training.plots import plot_ecg_12lead, plot_lead_fusion
 
     _check_positive("--top_k", args.top_k)
@@ -748,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # typed data errors name the record and the problem
         from .data.errors import ECGDataError
-        from .feature_extraction_ecgnat import ECGInputError
+        from .models.ecgnat.feature_extraction_ecgnat import ECGInputError
 
         if isinstance(exc, (ECGDataError, ECGInputError)):
             print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ def _json_dump(obj: Any, path: Path) -> None:
 
 def _prepare_remote_code(model) -> None:
     """Mark the model (and its config) for remote code with a complete auto_map."""
-    from ..modeling_ecgnat import ECGNATPreTrainedModel
+    from ..models.ecgnat.modeling_ecgnat import ECGNATPreTrainedModel
     from .baselines import ResNet1dConfig, ResNet1dForSequenceClassification, ResNet1dModel, ResNet1dPreTrainedModel
 
     if isinstance(model, ECGNATPreTrainedModel):

@@ -28,7 +28,7 @@ __all__ = ["record_lead_attention", "beatnet_plot_command"]
 
 def _beat_times(features, fs: float, qrs: dict | None, refractory_s: float) -> np.ndarray:
     """R peaks of every window of ``features`` in seconds from the record start (overlaps merged)."""
-    from ..beats.qrs import detect_qrs
+    from ..models.beatnet.qrs import detect_qrs
 
     times = []
     values = np.asarray(features["input_values"])
