@@ -29,9 +29,9 @@ register_ecgnat()
 # The comparison baseline and BEAT-Net register with the Auto classes too, so that their checkpoints load
 # through AutoModelForSequenceClassification like ECG-NAT's.
 from .models.beatnet import register_beatnet  # noqa: E402
-from .training.baselines import register_baselines  # noqa: E402
+from .models.resnet1d import register_resnet1d  # noqa: E402
 
-register_baselines()
+register_resnet1d()
 register_beatnet()
 
 # pipeline("ecg-classification") and pipeline("ecg-feature-extraction")

@@ -128,9 +128,9 @@ def build_classifier(model_args, prepared, freeze_encoder: bool | None = None):
     """ECG-NAT or ResNet1d classifier with ``label2id``/``id2label``/``problem_type`` in its config."""
     from ..models.ecgnat.configuration_ecgnat import ECGNATConfig
     from ..models.ecgnat.modeling_ecgnat import ECGNATForSequenceClassification
-    from ..training.baselines import ResNet1dConfig, ResNet1dForSequenceClassification, register_baselines
+    from ..models.resnet1d import ResNet1dConfig, ResNet1dForSequenceClassification, register_resnet1d
 
-    register_baselines()
+    register_resnet1d()
     label_kw = dict(num_labels=len(prepared.label_names), problem_type=prepared.problem_type,
                     id2label=prepared.id2label, label2id=prepared.label2id)
     overrides = model_args.overrides()
