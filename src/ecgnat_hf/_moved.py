@@ -28,6 +28,8 @@ MOVED = {
     "ecgnat_hf.beats": "ecgnat_hf.models.beatnet",
     # split into models/resnet1d/configuration_resnet1d.py and modeling_resnet1d.py; the package has every name
     "ecgnat_hf.training.baselines": "ecgnat_hf.models.resnet1d",
+    "ecgnat_hf.training.plots": "ecgnat_hf.plotting.figures",
+    "ecgnat_hf.training.lead_attention": "ecgnat_hf.plotting.lead_attention",
 }
 
 

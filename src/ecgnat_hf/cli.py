@@ -471,7 +471,7 @@ def _torch_threads() -> int:
 
 def _cmd_plot_timeline(args) -> int:
     """``ecgnat plot --timeline FILE``: class probabilities over each recording."""
-    from .training.plots import plot_timeline
+    from .plotting.figures import plot_timeline
 
     path = Path(args.timeline)
     if not path.is_file():
@@ -506,7 +506,7 @@ def _cmd_plot(args) -> int:
 
     from .data.records import read_record
     from .models.ecgnat.feature_extraction_ecgnat import LEAD_ALIASES, _squash
-    from .training.plots import plot_ecg_12lead, plot_lead_fusion
+    from .plotting.figures import plot_ecg_12lead, plot_lead_fusion
 
     _check_positive("--top_k", args.top_k)
     _check_positive("--batch_size", args.batch_size)
@@ -569,7 +569,7 @@ def _cmd_plot(args) -> int:
 
     if model is not None and getattr(model.config, "model_type", None) == "beatnet":
         # BEAT-Net: beats marked on the record and the spatial encoder's lead attention (no lead fusion)
-        from .training.lead_attention import beatnet_plot_command
+        from .plotting.lead_attention import beatnet_plot_command
 
         return beatnet_plot_command(args, model, fe, record, leads, rows, names, title, output)
 

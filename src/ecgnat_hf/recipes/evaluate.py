@@ -136,7 +136,7 @@ def evaluate_checkpoint(model_args, data_args, training_args, eval_args, command
                 probs, labels = raw[split]
                 report["per_class"][split] = per_class_metrics(probs, labels, prepared.label_names, problem)
                 if eval_args.plot_roc and trainer.is_world_process_zero():
-                    from ..training.plots import plot_roc_curves
+                    from ..plotting.figures import plot_roc_curves
 
                     out_dir.mkdir(parents=True, exist_ok=True)
                     png = out_dir / f"roc_{split}.png"

@@ -105,7 +105,7 @@ def beatnet_plot_command(args, model, fe, record, leads, rows, names, title, out
     beats and the spatial lead attention (``--fusion_output``, default ``<output stem>_lead_attention.png``)."""
     from ..data.errors import ECGDataError
     from ..inference import _as_data_error, select_leads
-    from .plots import plot_beats_and_lead_attention, plot_ecg_12lead
+    from .figures import plot_beats_and_lead_attention, plot_ecg_12lead
 
     try:
         signal, used, _ = select_leads(record, leads, fe.lead_names)
