@@ -35,7 +35,7 @@ register_resnet1d()
 register_beatnet()
 
 # pipeline("ecg-classification") and pipeline("ecg-feature-extraction")
-from .pipeline_ecgnat import register_pipelines  # noqa: E402
+from .models.ecgnat.pipeline_ecgnat import register_pipelines  # noqa: E402
 
 register_pipelines()
 

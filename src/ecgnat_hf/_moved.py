@@ -25,6 +25,7 @@ MOVED = {
     "ecgnat_hf.modeling_ecgnat": "ecgnat_hf.models.ecgnat.modeling_ecgnat",
     "ecgnat_hf.feature_extraction_ecgnat": "ecgnat_hf.models.ecgnat.feature_extraction_ecgnat",
     "ecgnat_hf.neighborhood_attention": "ecgnat_hf.models.ecgnat.neighborhood_attention",
+    "ecgnat_hf.pipeline_ecgnat": "ecgnat_hf.models.ecgnat.pipeline_ecgnat",
     "ecgnat_hf.beats": "ecgnat_hf.models.beatnet",
     # split into models/resnet1d/configuration_resnet1d.py and modeling_resnet1d.py; the package has every name
     "ecgnat_hf.training.baselines": "ecgnat_hf.models.resnet1d",

@@ -1,7 +1,8 @@
 """The model families, side by side, each a flat folder as transformers lays out its models:
 
 * ``ecgnat/``: ECG-NAT, the lead-agnostic neighborhood-attention transformer (``configuration_ecgnat``,
-  ``modeling_ecgnat``, ``neighborhood_attention``, ``feature_extraction_ecgnat``);
+  ``modeling_ecgnat``, ``neighborhood_attention``, ``feature_extraction_ecgnat``, and ``pipeline_ecgnat``: the
+  ``"ecg-classification"`` / ``"ecg-feature-extraction"`` pipelines, which a saved pipeline carries too);
 * ``beatnet/``: BEAT-Net, heartbeats as tokens (``configuration_beatnet``, ``modeling_beatnet``, ``qrs``,
   ``feature_extraction_beatnet``);
 * ``resnet1d/``: the 1-D ResNet comparison baseline (``configuration_resnet1d``, ``modeling_resnet1d``; it uses

@@ -29,7 +29,7 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .models.ecgnat.feature_extraction_ecgnat import LEAD_ALIASES, _squash
+from .feature_extraction_ecgnat import LEAD_ALIASES, _squash
 
 try:  # the package, when installed: its record reader (typed errors) and lead selection
     from ecgnat_hf.data.records import read_record as _package_read_record
