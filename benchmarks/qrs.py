@@ -12,7 +12,7 @@ to ``--per_record_csv`` when given. Run::
 
     python benchmarks/qrs.py [--data-dir ../shared/data] [--per_record_csv qrs_records.csv]
 
-The package's detector is loaded straight from ``src/ecgnat_hf/beats/qrs.py`` (numpy + scipy only), so this
+The package's detector is loaded straight from ``src/ecgnat_hf/models/beatnet/qrs.py`` (numpy + scipy only), so this
 script also runs in an environment where only wfdb/neurokit2 are installed.
 """
 
@@ -35,7 +35,8 @@ BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 
 
 def _load_qrs():
-    spec = importlib.util.spec_from_file_location("ecgnat_qrs", REPO / "src" / "ecgnat_hf" / "beats" / "qrs.py")
+    path = REPO / "src" / "ecgnat_hf" / "models" / "beatnet" / "qrs.py"
+    spec = importlib.util.spec_from_file_location("ecgnat_qrs", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -123,7 +123,7 @@ def test_finetune_resnet1d_baseline_hub_ready(tmp_path):
                 "block_strides=[1,2],stem_hidden_size=32", *FAST, *_fast_steps(2)])
     assert res["global_step"] == 2
     _assert_hub_ready(out)
-    assert (out / "baselines.py").is_file()
+    assert (out / "configuration_resnet1d.py").is_file() and (out / "modeling_resnet1d.py").is_file()
     _assert_card_matches(out)
 
 

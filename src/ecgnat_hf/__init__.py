@@ -7,49 +7,35 @@ machine without this package.
 
 __version__ = "0.1.0"
 
-from transformers import (
-    AutoConfig,
-    AutoFeatureExtractor,
-    AutoModel,
-    AutoModelForPreTraining,
-    AutoModelForSequenceClassification,
-)
+# old module paths (ecgnat_hf.modeling_ecgnat, ecgnat_hf.beats, ...) answer with the moved modules
+from . import _moved
 
-from .configuration_ecgnat import CANONICAL_LEADS, PRESETS, ECGNATConfig
-from .feature_extraction_ecgnat import ECGNATFeatureExtractor
-from .modeling_ecgnat import (
+_moved.install()
+
+from .models.ecgnat import (  # noqa: E402
+    CANONICAL_LEADS,
+    PRESETS,
+    ECGNATConfig,
+    ECGNATFeatureExtractor,
     ECGNATForPreTraining,
     ECGNATForSequenceClassification,
     ECGNATModel,
     ECGNATPreTrainedModel,
+    register_ecgnat,
 )
 
-
-def _register() -> None:
-    AutoConfig.register(ECGNATConfig.model_type, ECGNATConfig, exist_ok=True)
-    AutoModel.register(ECGNATConfig, ECGNATModel, exist_ok=True)
-    AutoModelForPreTraining.register(ECGNATConfig, ECGNATForPreTraining, exist_ok=True)
-    AutoModelForSequenceClassification.register(ECGNATConfig, ECGNATForSequenceClassification, exist_ok=True)
-    AutoFeatureExtractor.register(ECGNATConfig, ECGNATFeatureExtractor, exist_ok=True)
-    ECGNATConfig.register_for_auto_class()
-    ECGNATModel.register_for_auto_class("AutoModel")
-    ECGNATForPreTraining.register_for_auto_class("AutoModelForPreTraining")
-    ECGNATForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-    ECGNATFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
-
-
-_register()
+register_ecgnat()
 
 # The comparison baseline and BEAT-Net register with the Auto classes too, so that their checkpoints load
 # through AutoModelForSequenceClassification like ECG-NAT's.
-from .beats import register_beatnet  # noqa: E402
-from .training.baselines import register_baselines  # noqa: E402
+from .models.beatnet import register_beatnet  # noqa: E402
+from .models.resnet1d import register_resnet1d  # noqa: E402
 
-register_baselines()
+register_resnet1d()
 register_beatnet()
 
 # pipeline("ecg-classification") and pipeline("ecg-feature-extraction")
-from .pipeline_ecgnat import register_pipelines  # noqa: E402
+from .models.ecgnat.pipeline_ecgnat import register_pipelines  # noqa: E402
 
 register_pipelines()
 

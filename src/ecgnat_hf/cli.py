@@ -286,7 +286,7 @@ def _parse_leads(text: str | None) -> list[str] | dict[str, str] | None:
         return None
     from .data.errors import LeadNameError
     from .data.leads import parse_lead_names
-    from .feature_extraction_ecgnat import ECGLeadNameError, normalize_lead_name
+    from .models.ecgnat.feature_extraction_ecgnat import ECGLeadNameError, normalize_lead_name
 
     try:
         parsed = parse_lead_names(text)
@@ -471,7 +471,7 @@ def _torch_threads() -> int:
 
 def _cmd_plot_timeline(args) -> int:
     """``ecgnat plot --timeline FILE``: class probabilities over each recording."""
-    from .training.plots import plot_timeline
+    from .plotting.figures import plot_timeline
 
     path = Path(args.timeline)
     if not path.is_file():
@@ -505,8 +505,8 @@ def _cmd_plot(args) -> int:
     import numpy as np
 
     from .data.records import read_record
-    from .feature_extraction_ecgnat import LEAD_ALIASES, _squash
-    from .training.plots import plot_ecg_12lead, plot_lead_fusion
+    from .models.ecgnat.feature_extraction_ecgnat import LEAD_ALIASES, _squash
+    from .plotting.figures import plot_ecg_12lead, plot_lead_fusion
 
     _check_positive("--top_k", args.top_k)
     _check_positive("--batch_size", args.batch_size)
@@ -569,7 +569,7 @@ def _cmd_plot(args) -> int:
 
     if model is not None and getattr(model.config, "model_type", None) == "beatnet":
         # BEAT-Net: beats marked on the record and the spatial encoder's lead attention (no lead fusion)
-        from .training.lead_attention import beatnet_plot_command
+        from .plotting.lead_attention import beatnet_plot_command
 
         return beatnet_plot_command(args, model, fe, record, leads, rows, names, title, output)
 
@@ -748,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # typed data errors name the record and the problem
         from .data.errors import ECGDataError
-        from .feature_extraction_ecgnat import ECGInputError
+        from .models.ecgnat.feature_extraction_ecgnat import ECGInputError
 
         if isinstance(exc, (ECGDataError, ECGInputError)):
             print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -112,7 +112,7 @@ def embed_records(
 
     from .data.records import read_record
     from .inference import select_leads
-    from .pipeline_ecgnat import ECGFeatureExtractionPipeline
+    from .models.ecgnat.pipeline_ecgnat import ECGFeatureExtractionPipeline
 
     if isinstance(lead_names, str):
         lead_names = [x for x in lead_names.replace(" ", ",").split(",") if x]

@@ -53,7 +53,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .data.errors import ECGDataError, InvalidSignalError, LeadNameError
-from .feature_extraction_ecgnat import CANONICAL_LEADS, ECGInputError, ECGLeadNameError, LEAD_ALIASES, _squash
+from .models.ecgnat.feature_extraction_ecgnat import (
+    CANONICAL_LEADS,
+    LEAD_ALIASES,
+    ECGInputError,
+    ECGLeadNameError,
+    _squash,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def plan_window_starts(n_samples: int, window: int, stride: int) -> list[int]:
 
 
 def _rate_pair(source: float, target: float) -> tuple[int, int]:
-    from .feature_extraction_ecgnat import _rate_fraction
+    from .models.ecgnat.feature_extraction_ecgnat import _rate_fraction
 
     if float(source) == float(target):
         return 1, 1

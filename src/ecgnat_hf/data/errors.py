@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from ..feature_extraction_ecgnat import ECGInputError, ECGLeadNameError, ECGUnusableSignalError
+from ..models.ecgnat.feature_extraction_ecgnat import ECGInputError, ECGLeadNameError, ECGUnusableSignalError
 
 __all__ = [
     "ECGDataError",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ..feature_extraction_ecgnat import (
+from ..models.ecgnat.feature_extraction_ecgnat import (
     CANONICAL_LEADS,
     LEAD_ALIASES,
     ECGLeadNameError,
     _squash,
 )
-from ..feature_extraction_ecgnat import normalize_lead_name as _fe_normalize
+from ..models.ecgnat.feature_extraction_ecgnat import normalize_lead_name as _fe_normalize
 from .errors import LeadNameError
 
 __all__ = ["CANONICAL_LEADS", "LEAD_ALIASES", "normalize_lead_name", "lead_indices", "LeadMapping",

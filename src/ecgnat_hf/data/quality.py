@@ -22,8 +22,13 @@ as ``features.quality_flags``.
 
 from __future__ import annotations
 
-from ..feature_extraction_ecgnat import ECGInputError, ECGUnusableSignalError, QualityReport, QualityThresholds
-from ..feature_extraction_ecgnat import check_signal_quality as _check
+from ..models.ecgnat.feature_extraction_ecgnat import (
+    ECGInputError,
+    ECGUnusableSignalError,
+    QualityReport,
+    QualityThresholds,
+)
+from ..models.ecgnat.feature_extraction_ecgnat import check_signal_quality as _check
 from .errors import InvalidSignalError, NoUsableLeadError, SamplingRateError
 
 __all__ = ["QualityThresholds", "QualityReport", "check_signal_quality", "check_record_quality", "NoUsableLeadError"]

@@ -56,7 +56,7 @@ from .errors import (
     TruncatedSignalError,
     UnreadableRecordError,
 )
-from ..feature_extraction_ecgnat import QualityThresholds
+from ..models.ecgnat.feature_extraction_ecgnat import QualityThresholds
 from .leads import CANONICAL_LEADS, LEAD_ALIASES, _squash, rename_leads
 
 _DEFAULT_THRESHOLDS = QualityThresholds()

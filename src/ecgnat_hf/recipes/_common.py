@@ -88,7 +88,7 @@ def load_feature_extractor(model_args, data_args, model_rate: float | None = Non
 
     The saved extractor is in window mode, so that users of the checkpoint get long recordings cut into
     overlapping windows (with ``record_index`` for aggregation); training calls it with an explicit mode."""
-    from ..feature_extraction_ecgnat import ECGNATFeatureExtractor
+    from ..models.ecgnat.feature_extraction_ecgnat import ECGNATFeatureExtractor
 
     path = model_args.model_name_or_path
     if path:
@@ -122,7 +122,7 @@ def model_sampling_rate(model_args, data_args) -> float:
         if pre.is_file():
             return float(json.loads(pre.read_text())["sampling_rate"])
     if model_args.model_type == "ecgnat":
-        from ..configuration_ecgnat import PRESETS
+        from ..models.ecgnat.configuration_ecgnat import PRESETS
 
         return float(model_args.overrides().get("sampling_rate", PRESETS[model_args.preset]["sampling_rate"]))
     return float(data_args.sampling_rate or (100 if data_args.dataset == "sample" else 500))
@@ -131,11 +131,11 @@ def model_sampling_rate(model_args, data_args) -> float:
 # ------------------------------------------------------------------------------------------- models
 def build_classifier(model_args, prepared, freeze_encoder: bool | None = None):
     """ECG-NAT or ResNet1d classifier with ``label2id``/``id2label``/``problem_type`` in its config."""
-    from ..configuration_ecgnat import ECGNATConfig
-    from ..modeling_ecgnat import ECGNATForSequenceClassification
-    from ..training.baselines import ResNet1dConfig, ResNet1dForSequenceClassification, register_baselines
+    from ..models.ecgnat.configuration_ecgnat import ECGNATConfig
+    from ..models.ecgnat.modeling_ecgnat import ECGNATForSequenceClassification
+    from ..models.resnet1d import ResNet1dConfig, ResNet1dForSequenceClassification, register_resnet1d
 
-    register_baselines()
+    register_resnet1d()
     label_kw = dict(num_labels=len(prepared.label_names), problem_type=prepared.problem_type,
                     id2label=prepared.id2label, label2id=prepared.label2id)
     overrides = model_args.overrides()

@@ -94,7 +94,7 @@ def evaluate_checkpoint(model_args, data_args, training_args, eval_args, command
 
     from ..metrics import make_compute_metrics
     from ..training.arguments import parse_lead_subset
-    from ..training.baselines import register_baselines
+    from ..models.resnet1d import register_resnet1d
     from ..training.data import ECGDataCollator, prepare_classification_data
     from ..training.data import lead_subset_mask
     from .finetune import evaluate_splits
@@ -102,7 +102,7 @@ def evaluate_checkpoint(model_args, data_args, training_args, eval_args, command
     if not model_args.model_name_or_path:
         raise ValueError("evaluate needs --model_name_or_path <checkpoint folder or hub id>")
     C.setup_runtime(model_args)
-    register_baselines()
+    register_resnet1d()
     model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path,
                                                                trust_remote_code=model_args.trust_remote_code)
     fe = C.load_feature_extractor(model_args, data_args, getattr(model.config, "sampling_rate", None))
@@ -136,7 +136,7 @@ def evaluate_checkpoint(model_args, data_args, training_args, eval_args, command
                 probs, labels = raw[split]
                 report["per_class"][split] = per_class_metrics(probs, labels, prepared.label_names, problem)
                 if eval_args.plot_roc and trainer.is_world_process_zero():
-                    from ..training.plots import plot_roc_curves
+                    from ..plotting.figures import plot_roc_curves
 
                     out_dir.mkdir(parents=True, exist_ok=True)
                     png = out_dir / f"roc_{split}.png"

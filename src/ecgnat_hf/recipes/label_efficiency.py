@@ -179,7 +179,7 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
     comparisons = compare_arms(test_scores, test_labels, [a for a, _ in arms], fractions) if le_args.metric == "macro_auroc" else []
     files = {}
     if trainer_is_main(training_args):
-        from ..training.plots import plot_label_efficiency
+        from ..plotting.figures import plot_label_efficiency
 
         files["runs_csv"] = str(C.write_text(_csv(rows), out_dir / "label_efficiency_runs.csv"))
         files["csv"] = str(C.write_text(_csv(summary), out_dir / "label_efficiency.csv"))

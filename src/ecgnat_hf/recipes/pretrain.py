@@ -59,8 +59,8 @@ def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
     "sources", "parameters"}``."""
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from ..configuration_ecgnat import ECGNATConfig
-    from ..modeling_ecgnat import ECGNATForPreTraining
+    from ..models.ecgnat.configuration_ecgnat import ECGNATConfig
+    from ..models.ecgnat.modeling_ecgnat import ECGNATForPreTraining
     from ..training.arguments import DataArguments, ModelArguments, arguments_to_dict, parse_recipe_args
     from ..training.data import prepare_pretraining_data
     from ..training.hub import push_to_hub, save_hub_ready

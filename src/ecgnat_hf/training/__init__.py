@@ -1,1 +1,2 @@
-"""Training glue: the comparison baseline, model cards and plots (recipes live in ``recipes/``)."""
+"""Training glue: datasets and collators, arguments, hub-ready checkpoints, model cards, thresholds (recipes live in
+``recipes/``, the models in ``models/``, figures in ``plotting/``)."""

@@ -80,7 +80,7 @@ def parse_lead_subset(value: str | None) -> tuple[str, tuple[str, ...]] | None:
     key = _SUBSET_ALIASES.get(key.lower(), key)
     if key in LEAD_SUBSETS:
         return key, LEAD_SUBSETS[key]
-    from ..feature_extraction_ecgnat import normalize_lead_name
+    from ..models.ecgnat.feature_extraction_ecgnat import normalize_lead_name
 
     leads = tuple(normalize_lead_name(v) for v in key.replace("+", ",").split(",") if v.strip())
     if not leads:

@@ -40,7 +40,7 @@ def build_beatnet_classifier(model_args, prepared, sampling_rate: float, freeze_
     ``--config_overrides`` (and explicit fields such as ``--classifier_dropout``) that are BEAT-Net config fields
     are applied; others (ECG-NAT-only ones such as ``supcon_weight``) are ignored, as for the ResNet1d baseline.
     """
-    from ..beats import BeatNetConfig, BeatNetForSequenceClassification
+    from ..models.beatnet import BeatNetConfig, BeatNetForSequenceClassification
 
     label_kw = dict(num_labels=len(prepared.label_names), problem_type=prepared.problem_type,
                     id2label=prepared.id2label, label2id=prepared.label2id)
@@ -66,7 +66,7 @@ def build_beatnet_classifier(model_args, prepared, sampling_rate: float, freeze_
 def beatnet_feature_extractor(feature_extractor, config):
     """The BEAT-Net extractor for ``config``: ``feature_extractor`` itself when it is one (checked against the
     config), else a new one with the same preprocessing (an ECG-NAT extractor's window, scaling, filters)."""
-    from ..beats import BeatNetFeatureExtractor
+    from ..models.beatnet import BeatNetFeatureExtractor
 
     if isinstance(feature_extractor, BeatNetFeatureExtractor):
         feature_extractor.check_matches(config)

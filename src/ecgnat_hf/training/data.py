@@ -176,7 +176,7 @@ def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str, l
     from ..data.builders.common import SkippedRecord
     from ..data.errors import ECGDataError
     from ..data.leads import rename_leads
-    from ..feature_extraction_ecgnat import ECGInputError
+    from ..models.ecgnat.feature_extraction_ecgnat import ECGInputError
 
     n_leads = len(feature_extractor.lead_names)
     T = feature_extractor.window_length

@@ -39,10 +39,12 @@ __all__ = ["save_hub_ready", "push_to_hub", "check_hub_ready", "HUB_IGNORE_PATTE
 HUB_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".*", "_*", "*.tmp", "training_args.bin"]
 
 RESNET1D_AUTO_MAP = {
-    "AutoConfig": "baselines.ResNet1dConfig",
-    "AutoModel": "baselines.ResNet1dModel",
-    "AutoModelForSequenceClassification": "baselines.ResNet1dForSequenceClassification",
+    "AutoConfig": "configuration_resnet1d.ResNet1dConfig",
+    "AutoModel": "modeling_resnet1d.ResNet1dModel",
+    "AutoModelForSequenceClassification": "modeling_resnet1d.ResNet1dForSequenceClassification",
 }
+#: module of the ResNet1d remote code in checkpoints saved before models/resnet1d/ (one file, baselines.py)
+_RESNET1D_OLD_MODULE = "baselines."
 
 
 def _json_dump(obj: Any, path: Path) -> None:
@@ -51,8 +53,13 @@ def _json_dump(obj: Any, path: Path) -> None:
 
 def _prepare_remote_code(model) -> None:
     """Mark the model (and its config) for remote code with a complete auto_map."""
-    from ..modeling_ecgnat import ECGNATPreTrainedModel
-    from .baselines import ResNet1dConfig, ResNet1dForSequenceClassification, ResNet1dModel, ResNet1dPreTrainedModel
+    from ..models.ecgnat.modeling_ecgnat import ECGNATPreTrainedModel
+    from ..models.resnet1d import (
+        ResNet1dConfig,
+        ResNet1dForSequenceClassification,
+        ResNet1dModel,
+        ResNet1dPreTrainedModel,
+    )
 
     if isinstance(model, ECGNATPreTrainedModel):
         if type(model)._auto_class is None:  # the package __init__ registers them; be safe if it did not
@@ -62,7 +69,11 @@ def _prepare_remote_code(model) -> None:
         ResNet1dConfig.register_for_auto_class()
         ResNet1dModel.register_for_auto_class("AutoModel")
         ResNet1dForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-        model.config.auto_map = {**RESNET1D_AUTO_MAP, **(getattr(model.config, "auto_map", None) or {})}
+        # a model loaded from an older checkpoint keeps its auto_map, which names baselines.py: that file is no
+        # longer written, so its entries give way to the current ones
+        kept = {k: v for k, v in (getattr(model.config, "auto_map", None) or {}).items()
+                if not str(v).startswith(_RESNET1D_OLD_MODULE)}
+        model.config.auto_map = {**RESNET1D_AUTO_MAP, **kept}
 
 
 def check_hub_ready(folder: str | os.PathLike) -> list[str]:

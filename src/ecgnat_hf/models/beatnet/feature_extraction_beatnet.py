@@ -17,8 +17,8 @@ from transformers.feature_extraction_utils import BatchFeature
 
 try:  # flat remote-code folder: the checkpoint carries feature_extraction_ecgnat.py beside this file
     from .feature_extraction_ecgnat import ECGInputError, ECGNATFeatureExtractor
-except ImportError:  # inside the ecgnat_hf package (beats/ is one level below it)
-    from ecgnat_hf.feature_extraction_ecgnat import ECGInputError, ECGNATFeatureExtractor
+except ImportError:  # inside the ecgnat_hf package: ECG-NAT's family folder, models/ecgnat/
+    from ecgnat_hf.models.ecgnat.feature_extraction_ecgnat import ECGInputError, ECGNATFeatureExtractor
 from .qrs import beat_window_samples, qrs_settings, tokenize_batch
 
 _NO_BEATS = ("error", "empty")

@@ -374,7 +374,7 @@ def plot_beats_and_lead_attention(
         signal: (leads, samples) in mV, one row per name in ``lead_names``.
         beat_times_s: R-peak times in seconds from the record start (drawn as vertical lines).
         weights: (leads,) attention per lead, e.g. from
-            :func:`ecgnat_hf.training.lead_attention.record_lead_attention` (ECG-NAT lead fusion or BEAT-Net
+            :func:`ecgnat_hf.plotting.lead_attention.record_lead_attention` (ECG-NAT lead fusion or BEAT-Net
             spatial encoder), in the order of ``weight_lead_names`` (default: the 12 canonical leads).
         weight_mask: (leads,) bool, leads present in the model input; absent ones are labelled, not drawn.
         start_s, duration_s: the span of the record shown.

@@ -28,7 +28,7 @@ __all__ = ["record_lead_attention", "beatnet_plot_command"]
 
 def _beat_times(features, fs: float, qrs: dict | None, refractory_s: float) -> np.ndarray:
     """R peaks of every window of ``features`` in seconds from the record start (overlaps merged)."""
-    from ..beats.qrs import detect_qrs
+    from ..models.beatnet.qrs import detect_qrs
 
     times = []
     values = np.asarray(features["input_values"])
@@ -105,7 +105,7 @@ def beatnet_plot_command(args, model, fe, record, leads, rows, names, title, out
     beats and the spatial lead attention (``--fusion_output``, default ``<output stem>_lead_attention.png``)."""
     from ..data.errors import ECGDataError
     from ..inference import _as_data_error, select_leads
-    from .plots import plot_beats_and_lead_attention, plot_ecg_12lead
+    from .figures import plot_beats_and_lead_attention, plot_ecg_12lead
 
     try:
         signal, used, _ = select_leads(record, leads, fe.lead_names)
