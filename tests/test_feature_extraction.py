@@ -211,6 +211,17 @@ def test_center_scaling_keeps_amplitudes_and_refuses_microvolts(shared_data):
     assert any("microvolts" in f for f in flagged.quality_flags[0])  # scale-free: a visible flag
 
 
+def test_pad_mode_flags_records_padded_for_their_batch():
+    """mode='pad' pads to the longest record of the batch and the model has no attention mask: the shorter
+    record's output then depends on its neighbours, which must be visible, not silent."""
+    long, short = _rng_signal(samples=5000, seed=1), _rng_signal(samples=3000, seed=2)
+    out = ECGNATFeatureExtractor(mode="pad")([long, short], sampling_rate=500)
+    assert out.quality_flags[0] == []
+    assert any("zero-padded from 3000 to 5000 samples" in f for f in out.quality_flags[1])
+    alone = ECGNATFeatureExtractor(mode="pad")([short], sampling_rate=500)
+    assert not any("zero-padded" in f for f in alone.quality_flags[0])
+
+
 def test_filters_run_and_remove_baseline():
     t = np.arange(5000) / 500
     x = np.tile(np.sin(2 * np.pi * 10 * t) + 5.0 + 2 * np.sin(2 * np.pi * 0.05 * t), (12, 1))

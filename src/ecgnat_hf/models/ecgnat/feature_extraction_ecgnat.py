@@ -735,6 +735,15 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         out = BatchFeature(data=data, tensor_type=return_tensors)
         out.quality_reports = [rep for _, _, rep in prepared]
         out.quality_flags = [list(rep.flags) if rep is not None else [] for _, _, rep in prepared]
+        if mode == "pad":
+            # ECG-NAT reads the zero tail as signal (no attention mask), so a padded record's output depends on
+            # the longest record of its batch: say so on every record that was padded for its neighbours
+            for b, (x, _, r, _) in enumerate(examples):
+                if x.shape[1] < T:
+                    out.quality_flags[r].append(
+                        f"zero-padded from {x.shape[1]} to {T} samples to fit the batch (mode='pad'): the model "
+                        "sees the padding, so this record's output depends on its batch; score it alone or "
+                        "use mode='window'")
         return out
 
     def aggregate(self, values, record_index, n_records: int | None = None, reduce: str = "mean") -> np.ndarray:
