@@ -13,7 +13,7 @@ Everything lands in one folder; the fine-tuned checkpoint is hub-ready (``config
 ``eval_results.json``). Nothing is tuned on fold 9: checkpoints are selected on fold 8, and fold 9 is scored
 once per run, for the final figures, with paired bootstrap intervals between arms.
 
-    ecgnat demo --output_dir ecgnat-demo            # ~7 minutes on 2 cores
+    ecgnat demo --output_dir ecgnat-demo            # ~32 minutes on 2 cores
     ecgnat demo --output_dir /tmp/d --quick         # a few steps each: checks the wiring only
 """
 from __future__ import annotations
