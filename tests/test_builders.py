@@ -165,18 +165,24 @@ def test_ptbxl_fold_choice(ptbxl_dir, cache):
     assert sum(len(v) for v in ds.values()) <= 80
 
 
-def test_ptbxl_missing_and_truncated_records_are_reported(ptbxl_dir, tmp_path, cache):
+def _copy_ptbxl_records(ptbxl_dir, tmp_path, n):
+    """A PTB-XL folder with the two tables and the first ``n`` 100 Hz records, to damage in a test."""
     db, _ = _read_ptbxl_tables(ptbxl_dir)
     root = tmp_path / "ptbxl"
     root.mkdir()
     for f in ("ptbxl_database.csv", "scp_statements.csv"):
         shutil.copy(ptbxl_dir / f, root / f)
-    ids = sorted(db)[:6]
+    ids = sorted(db)[:n]
     for e in ids:
         rel = Path(db[e]["filename_lr"])
         (root / rel.parent).mkdir(parents=True, exist_ok=True)
         for ext in (".hea", ".dat"):
             shutil.copy(ptbxl_dir / (str(rel) + ext), root / (str(rel) + ext))
+    return db, root, ids
+
+
+def test_ptbxl_missing_and_truncated_records_are_reported(ptbxl_dir, tmp_path, cache):
+    db, root, ids = _copy_ptbxl_records(ptbxl_dir, tmp_path, 6)
     trunc = root / (db[ids[0]]["filename_lr"] + ".dat")
     trunc.write_bytes(trunc.read_bytes()[:5000])
     (root / (db[ids[1]]["filename_lr"] + ".hea")).unlink()
@@ -221,17 +227,7 @@ def test_ptbxl_records_without_a_usable_lead_are_reported(ptbxl_dir, tmp_path, c
     """The PTB-XL builder applies the same no-usable-lead check as ECGFolder and the feature extractor:
     an all-flat record is left out at build time with the quality finding as the reason, never scored;
     a record with one flat lead stays (the lead is masked later)."""
-    db, _ = _read_ptbxl_tables(ptbxl_dir)
-    root = tmp_path / "ptbxl"
-    root.mkdir()
-    for f in ("ptbxl_database.csv", "scp_statements.csv"):
-        shutil.copy(ptbxl_dir / f, root / f)
-    ids = sorted(db)[:5]
-    for e in ids:
-        rel = Path(db[e]["filename_lr"])
-        (root / rel.parent).mkdir(parents=True, exist_ok=True)
-        for ext in (".hea", ".dat"):
-            shutil.copy(ptbxl_dir / (str(rel) + ext), root / (str(rel) + ext))
+    db, root, ids = _copy_ptbxl_records(ptbxl_dir, tmp_path, 5)
     flat, one_flat = (root / (db[e]["filename_lr"] + ".hea") for e in ids[:2])
     _zero_leads(flat)
     _zero_leads(one_flat, leads=[8])  # V3
