@@ -13,6 +13,7 @@ from ``os.wait4``) and wall time are recorded.
 
     python benchmarks/streaming.py                                   # 1 h, 6 h, 24 h; default threads
     python benchmarks/streaming.py --hours 1 --threads 1 2           # thread speed-up
+    python benchmarks/streaming.py --hours 24 --window_stride_s 5 10  # overlapping (default) and whole-window strides
     python benchmarks/streaming.py --hours --patch_days 14 --patch_limit_s 240   # a 14-day single-lead patch
     python benchmarks/streaming.py --hours 6 24 --limit_s 300 --preprocess   # stop each run after 300 s
 
@@ -33,10 +34,13 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_SET_HERE = [v for v in _THREAD_VARS if v not in os.environ]  # set below for this process only
+for _var in _THREAD_VARS:
     os.environ.setdefault(_var, "1")  # BLAS threads would fight torch's threads on 2 cores
 
 import argparse
+import itertools
 import json
 import signal
 import subprocess
@@ -99,14 +103,17 @@ def make_checkpoint(path: Path) -> Path:
     import torch
 
     from ecgnat_hf import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForSequenceClassification
+    from ecgnat_hf.models.ecgnat.configuration_ecgnat import PRESETS
 
-    if (path / "config.json").is_file():
-        return path
     torch.manual_seed(0)
     labels = ["NORM", "MI", "STTC", "CD", "HYP"]
     config = ECGNATConfig.from_preset(
         "tiny", num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={n: i for i, n in enumerate(labels)}, problem_type="multi_label_classification")
+    if (path / "config.json").is_file():
+        saved = json.loads((path / "config.json").read_text())
+        if all(saved.get(k) == config.to_dict()[k] for k in PRESETS["tiny"]):
+            return path  # made by an earlier run with today's tiny preset
     ECGNATForSequenceClassification(config).save_pretrained(path)
     ECGNATFeatureExtractor(sampling_rate=100, window_s=10).save_pretrained(path)
     return path
@@ -143,14 +150,35 @@ def measure(cmd: list[str], limit_s: float | None = None, env=None) -> dict:
             "interrupted": sent and code != 0, "output": output.strip()[-2000:]}
 
 
-def predict_cmd(record: Path, ckpt: Path, out: Path, threads: int | None, nice: int) -> list[str]:
+def child_env() -> dict:
+    """The environment of a measured ``ecgnat predict``: without the thread variables this script set for
+    itself, so that ``ecgnat`` applies its own defaults (every core for torch, one BLAS thread) unless
+    ``--threads`` or the user's own environment says otherwise."""
+    env = dict(os.environ)
+    for var in _SET_HERE:
+        env.pop(var, None)
+    return env
+
+
+def predict_cmd(record: Path, ckpt: Path, out: Path, threads: int | None, nice: int,
+                stride_s: float | None = None) -> list[str]:
     cmd = ["nice", "-n", str(nice)] if nice else []
     cmd += [sys.executable, "-m", "ecgnat_hf.cli"]
     if threads is not None:
         cmd += ["--num_threads", str(threads)]
     cmd += ["predict", str(record), "-m", str(ckpt), "-o", str(out / "predictions.csv"),
             "--timeline", str(out / "timeline.csv"), "--no_progress"]
+    if stride_s is not None:
+        cmd += ["--window_stride_s", f"{stride_s:g}"]
     return cmd
+
+
+def scoring_seconds(output: str) -> float | None:
+    """The loop time ``ecgnat predict`` reports ("... in 71.2 s: ..."): the run without start-up and loading."""
+    import re
+
+    m = re.search(r"\) in ([0-9.]+) s:", output)
+    return float(m.group(1)) if m else None
 
 
 PREPROCESS_CHILD = """
@@ -201,6 +229,8 @@ def main(argv=None) -> int:
                     help="preprocess only the last N chunks of the patch (0: all of it)")
     ap.add_argument("--limit_s", type=float, default=None, help="stop each Holter run after this many seconds")
     ap.add_argument("--preprocess", action="store_true", help="also time RecordStream alone on each record")
+    ap.add_argument("--window_stride_s", type=float, nargs="*", default=[None],
+                    help="ecgnat predict --window_stride_s values to run (default: the checkpoint's, 5 s)")
     ap.add_argument("--nice", type=int, default=10, help="run the measured commands under nice (shared machine)")
     ap.add_argument("--json", default=None, help="write the results there too")
     args = ap.parse_args(argv)
@@ -217,19 +247,23 @@ def main(argv=None) -> int:
         label = f"{hours:g} h, 2 leads, {RATE} Hz"
         if args.preprocess:
             results.append(preprocess(rec, ckpt, args.nice, label))
-        for threads in args.threads:
-            out = work / f"out_{hours:g}h_{threads or 'default'}"
+        for threads, stride in itertools.product(args.threads, args.window_stride_s):
+            out = work / f"out_{hours:g}h_{threads or 'default'}" / f"stride_{stride or 'default'}"
             out.mkdir(parents=True, exist_ok=True)
-            cmd = predict_cmd(rec, ckpt, out, threads, args.nice)
-            m = measure(cmd, limit_s=args.limit_s)
+            cmd = predict_cmd(rec, ckpt, out, threads, args.nice, stride)
+            m = measure(cmd, limit_s=args.limit_s, env=child_env())
             rows = timeline_rows(out / "timeline.csv")
-            covered = hours * 3600 if not m["interrupted"] else rows * 5.0  # windows every 5 s
+            covered = hours * 3600 if not m["interrupted"] else rows * (stride or 5.0)
+            loop = scoring_seconds(m["output"])
             m.update(record=label, seconds=hours * 3600, threads=threads or "default", windows_scored=rows,
-                     command=" ".join(cmd), realtime_x=covered / m["wall_s"])
+                     window_stride_s=stride or 5.0, command=" ".join(cmd), realtime_x=covered / m["wall_s"],
+                     scoring_s=loop, scoring_realtime_x=covered / loop if loop else None)
             results.append(m)
             state = f"stopped after {m['wall_s']:.0f} s with {rows} windows scored" if m["interrupted"] else (
                 f"{m['wall_s']:.1f} s, {rows} windows")
-            print(f"{label}, threads={threads or 'default'}: {state} ({m['realtime_x']:.0f}x real time), "
+            inner = f"; scoring loop {loop:.1f} s, {covered / loop:.0f}x" if loop else ""
+            print(f"{label}, threads={threads or 'default'}, stride {stride or 5:g} s: {state} "
+                  f"({m['realtime_x']:.0f}x real time end to end{inner}), "
                   f"peak RSS {m['peak_rss_mib']:.0f} MiB, exit {m['exit']}", flush=True)
     if args.patch_days:
         days = args.patch_days
@@ -240,7 +274,7 @@ def main(argv=None) -> int:
         out = work / f"out_patch_{days:g}d"
         out.mkdir(parents=True, exist_ok=True)
         cmd = predict_cmd(rec, ckpt, out, None, args.nice)
-        m = measure(cmd, limit_s=args.patch_limit_s)
+        m = measure(cmd, limit_s=args.patch_limit_s, env=child_env())
         rows = timeline_rows(out / "timeline.csv")
         m.update(record=f"{days:g} days, 1 lead, {RATE} Hz", kind=f"ecgnat predict, stopped after {args.patch_limit_s:g} s",
                  timeline_rows=rows, command=" ".join(cmd))

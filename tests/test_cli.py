@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -185,6 +186,29 @@ def test_predict_timeline_labels_and_plot_timeline(checkpoint, records, tmp_path
     assert main(["plot", "--timeline", str(out), "-o", str(one)]) == 2  # the summary CSV is not a timeline
     assert "not a timeline" in capsys.readouterr().err
     assert main(["plot"]) == 2
+
+
+def test_predict_window_stride(checkpoint, shared_data, tmp_path, capsys):
+    """--window_stride_s 10 scores each second once: every other window of the default 5 s plan, same values."""
+    record = shared_data / "mitdb" / "100"  # 30 min, 2 leads
+    timelines = {}
+    for stride in (None, 10):
+        tl = tmp_path / f"windows_{stride}.csv"
+        extra = ["--window_stride_s", str(stride)] if stride else []
+        assert main(["predict", "-m", str(checkpoint), str(record), "-o", str(tmp_path / f"pred_{stride}.csv"),
+                     "--timeline", str(tl), "--no_progress", *extra]) == 0
+        timelines[stride] = pd.read_csv(tl)
+    default, coarse = timelines[None], timelines[10]
+    # (the last window of each plan ends at the record's end, 1805.6 s)
+    assert set(np.diff(coarse["start_s"])[:-1]) == {10.0} and set(np.diff(default["start_s"])[:-1]) == {5.0}
+    assert default["end_s"].iloc[-1] == coarse["end_s"].iloc[-1]
+    assert len(coarse) == len(default) // 2 + 1
+    same = default.set_index("start_s").loc[coarse["start_s"]]
+    np.testing.assert_allclose(same[LABELS].to_numpy(), coarse[LABELS].to_numpy(), atol=1e-5)
+    for bad in ("11", "0"):
+        assert main(["predict", "-m", str(checkpoint), str(record), "-o", str(tmp_path / "x.csv"),
+                     "--window_stride_s", bad, "--no_progress"]) == 2
+        assert "--window_stride_s must be > 0 and at most the checkpoint's window of 10 s" in capsys.readouterr().err
 
 
 def test_predict_refusals_exit_2_before_work(checkpoint, records, tmp_path, capsys):

@@ -8,11 +8,26 @@ from ecgnat_hf.training.hub import check_hub_ready
 
 
 @pytest.mark.slow
-def test_demo_quick_writes_every_artifact(tmp_path, capsys):
+def test_demo_quick_default_arms(tmp_path, capsys):
+    """The default demo (about 11 minutes at full budget): the checkpoint users take away and its baseline, and
+    it says how to run the whole label-efficiency sweep."""
     out = tmp_path / "demo"
     assert cli_main(["demo", "--output_dir", str(out), "--quick"]) in (0, None)
     printed = capsys.readouterr().out
+    assert "ecgnat demo --full" in printed
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert {(row["model"], row["fraction"]) for row in summary["label_efficiency"]} == {
+        ("ecgnat-pretrained", 1.0), ("resnet1d", 1.0)}
+    assert check_hub_ready(out / "finetuned") == []
+
+
+@pytest.mark.slow
+def test_demo_quick_full_writes_every_artifact(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--output_dir", str(out), "--quick", "--full"]) in (0, None)
+    printed = capsys.readouterr().out
     assert "Label efficiency on held-out fold 9" in printed and str(out.resolve()) in printed
+    assert "ecgnat demo --full" not in printed
 
     summary = json.loads((out / "demo_summary.json").read_text())
     arms = {(row["model"], row["fraction"]) for row in summary["label_efficiency"]}
@@ -39,4 +54,4 @@ def test_demo_quick_writes_every_artifact(tmp_path, capsys):
     from ecgnat_hf.recipes.demo import main as demo_main
 
     with pytest.raises(ValueError, match="not empty"):
-        demo_main(["--output_dir", str(out), "--quick"])
+        demo_main(["--output_dir", str(out), "--quick", "--full"])

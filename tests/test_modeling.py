@@ -140,6 +140,48 @@ def test_missing_leads_do_not_influence_output():
     assert not torch.allclose(c.pooler_output[0], a.pooler_output[0])
 
 
+def test_batch_sharing_its_leads_skips_the_absent_leads_with_the_same_result():
+    """A batch whose samples all have the same leads (a 2-lead Holter) runs the stem on those leads only; the
+    output, the reported fusion weights and the gradients equal the path that runs all 12 (mixed batches)."""
+    from ecgnat_hf.models.ecgnat.modeling_ecgnat import ECGNATStem
+
+    torch.manual_seed(0)
+    model = ECGNATForSequenceClassification(tiny(num_labels=3)).train()
+    model.config.finetune_lead_mask_prob = 0.0
+    x = torch.randn(4, 12, 600)
+    lead_mask = torch.zeros(4, 12, dtype=torch.bool)
+    lead_mask[:, [1, 10]] = True  # II and V5 in every sample
+    assert torch.equal(ECGNATStem._shared_present_leads(lead_mask), torch.tensor([1, 10]))
+    assert ECGNATStem._shared_present_leads(torch.ones(4, 12, dtype=torch.bool)) is None  # nothing to skip
+    mixed = lead_mask.clone()
+    mixed[0, 0] = True
+    assert ECGNATStem._shared_present_leads(mixed) is None  # samples differ: the general path
+
+    def run(fast: bool):
+        model.zero_grad()
+        original = ECGNATStem.__dict__["_shared_present_leads"]
+        if not fast:
+            ECGNATStem._shared_present_leads = staticmethod(lambda mask: None)
+        try:
+            out = model(x, lead_mask=lead_mask, labels=torch.tensor([0, 1, 2, 0]), output_lead_weights=True)
+            out.loss.backward()
+        finally:
+            ECGNATStem._shared_present_leads = original
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    torch.manual_seed(1)
+    fast, fast_grads = run(True)
+    torch.manual_seed(1)
+    full, full_grads = run(False)
+    torch.testing.assert_close(fast.logits, full.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fast.lead_fusion_weights, full.lead_fusion_weights, rtol=0, atol=1e-7)
+    assert torch.all(fast.lead_fusion_weights[..., ~lead_mask[0]] == 0)
+    assert fast_grads.keys() == full_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(fast_grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_lead_fusion_equals_projecting_each_lead():
     """The fused token is sum_l w_l (W_l h_l + b_l), whatever the stem width (narrow stem, wide fusion)."""
     from ecgnat_hf.modeling_ecgnat import ECGNATStem

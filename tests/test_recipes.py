@@ -225,6 +225,10 @@ def test_run_configs_parse():
         assert t2.max_steps == 3 and t2.output_dir == "/tmp/x" and d2.dataset == d.dataset
     m, d, t, e = parse_recipe_args(types, [str(CONFIGS / "base_ptbxl_pretrain.yaml"), "--bf16", "false"])
     assert d.extra_sources == ["challenge:/data/challenge-2021/training"] and m.preset == "base"
+    # several sources: separate arguments or one quoted, space-separated argument give the same list
+    for given in (["challenge:/a", "folder:/b"], ["challenge:/a folder:/b"]):
+        _, d, _, _ = parse_recipe_args(types, ["--dataset", "sample", "--output_dir", "/tmp/x", "--extra_sources", *given])
+        assert d.extra_sources == ["challenge:/a", "folder:/b"]
     m, d, t, e = parse_recipe_args(types, [str(CONFIGS / "tiny_sample_finetune.yaml")])
     assert t.load_best_model_at_end and t.metric_for_best_model == "macro_auroc"
 

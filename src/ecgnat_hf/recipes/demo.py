@@ -1,9 +1,10 @@
 """``ecgnat demo``: the whole workflow on the bundled real PTB-XL sample, in minutes on a 2-core CPU.
 
 1. pretrain the tiny ECG-NAT (masked reconstruction + random lead masking) on folds 1-7, labels unused;
-2. fine-tune on the superdiagnostic task (5 classes, multi-label) with 10%, 25% and 100% of the fold 1-7
-   labels, from the pretrained weights and from scratch, plus the ResNet1d baseline, all with one recipe and
-   one step budget (``label_efficiency``); every arm keeps its best checkpoint on validation fold 8;
+2. fine-tune on the superdiagnostic task (5 classes, multi-label) with all the fold 1-7 labels, from the
+   pretrained weights and as the ResNet1d baseline, with one recipe and one step budget
+   (``label_efficiency``); every arm keeps its best checkpoint on validation fold 8. ``--full`` runs the whole
+   label-efficiency sweep instead: 10%, 25% and 100% of the labels, pretrained, from scratch and ResNet1d;
 3. evaluate the pretrained + fine-tuned checkpoint on the held-out fold 9, per lead subset (12, 6 limb,
    I+II, II, I), with ROC curves;
 4. plot a held-out record in the clinical layout with its predictions and the lead-fusion weights.
@@ -13,7 +14,8 @@ Everything lands in one folder; the fine-tuned checkpoint is hub-ready (``config
 ``eval_results.json``). Nothing is tuned on fold 9: checkpoints are selected on fold 8, and fold 9 is scored
 once per run, for the final figures, with paired bootstrap intervals between arms.
 
-    ecgnat demo --output_dir ecgnat-demo            # ~32 minutes on 2 cores
+    ecgnat demo --output_dir ecgnat-demo            # ~11 minutes on 2 cores
+    ecgnat demo --output_dir ecgnat-demo --full     # ~32 minutes: the label-efficiency sweep of the README
     ecgnat demo --output_dir /tmp/d --quick         # a few steps each: checks the wiring only
 """
 from __future__ import annotations
@@ -39,7 +41,8 @@ BUDGETS = {
     "standard": {"pretrain_steps": 450, "finetune_steps": 300, "eval_steps": 20},
     "quick": {"pretrain_steps": 4, "finetune_steps": 4, "eval_steps": 2},
 }
-FRACTIONS = {"standard": "0.1,0.25,1.0", "quick": "0.1,1.0"}
+# the default demo: the checkpoint users take away and its baseline; --full: the README's label-efficiency sweep
+FRACTIONS = {"default": "1.0", "full": "0.1,0.25,1.0", "quick_full": "0.1,1.0"}
 COMMON = ["--dataset", "sample", "--task", "superdiagnostic", *PROTOCOL, "--seed", "0",
           "--per_device_train_batch_size", "32", "--weight_decay", "0.05", "--lr_scheduler_type", "cosine",
           "--warmup_steps", "0.1", "--logging_steps", "10", "--use_cpu", "true"]
@@ -59,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ecgnat demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="ecgnat-demo", help="folder for every output (created; must be empty or absent)")
     p.add_argument("--quick", action="store_true", help="a few steps per stage: checks that everything runs")
+    p.add_argument("--full", action="store_true",
+                   help="the whole label-efficiency sweep (10%%, 25%%, 100%% of the labels; pretrained, from scratch, "
+                   "ResNet1d): 9 fine-tunes, about 32 minutes on 2 cores instead of 11")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--repeats", type=int, default=1, help="label-efficiency repeats per fraction (seeds 0, 1, ...)")
     return p
@@ -74,6 +80,8 @@ def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     level = "quick" if opts.quick else "standard"
     budget = BUDGETS[level]
+    fractions = FRACTIONS["default" if not opts.full else "quick_full" if opts.quick else "full"]
+    arms = "pretrained, from scratch, ResNet1d" if opts.full else "pretrained, ResNet1d"
     command = command or "ecgnat demo " + " ".join(args if args is not None else [])
     timings: dict[str, float] = {}
 
@@ -90,12 +98,12 @@ def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
     timings["pretrain_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
-    print(f"[2/4] fine-tuning with {FRACTIONS[level].replace(',', ', ')} of the labels: pretrained, from scratch, ResNet1d "
+    print(f"[2/4] fine-tuning with {fractions.replace(',', ', ')} of the labels: {arms} "
           f"({budget['finetune_steps']} steps each, best checkpoint on validation fold 8)", flush=True)
     le = label_efficiency.main(
         COMMON + finetune_arguments(level)
         + ["--pretrained_model", str(out / "pretrained"), "--preset", "tiny", "--include_resnet1d", "true",
-           "--fractions", FRACTIONS[level], "--repeats", str(opts.repeats),
+           "--include_scratch", str(bool(opts.full)).lower(), "--fractions", fractions, "--repeats", str(opts.repeats),
            "--output_dir", str(out / "label_efficiency"), "--save_models", "true"],
         command=command,
     )
@@ -129,7 +137,7 @@ def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
         "command": command,
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    _print_summary(summary, le)
+    _print_summary(summary, le, full=opts.full)
     return summary
 
 
@@ -149,7 +157,7 @@ def _plot_example(checkpoint: Path, out: Path) -> dict:
     return {"ecg": str(png), "lead_fusion": str(fusion), "record": str(record)}
 
 
-def _print_summary(summary: dict, le: dict) -> None:
+def _print_summary(summary: dict, le: dict, full: bool = False) -> None:
     print("\nLabel efficiency on held-out fold 9 (test macro AUROC; checkpoints chosen on validation fold 8):")
     for row in le["summary"]:
         mean = "n/a" if row["mean"] is None else f"{row['mean']:.3f}"
@@ -167,6 +175,10 @@ def _print_summary(summary: dict, le: dict) -> None:
     print(f"  example ECG plot:                             {summary['plots']['ecg']}")
     print(f"  lead-fusion weights plot:                     {summary['plots']['lead_fusion']}")
     print(f"Total time: {summary['timings']['total_s'] / 60:.1f} min")
+    if not full:
+        print("\nWith fewer labels, pretraining matters most: `ecgnat demo --full` (about 32 min on 2 cores) also "
+              "fine-tunes with 10% and 25% of the labels and from scratch. On fold 9 it gave the pretrained model "
+              "+0.06 AUROC over ResNet1d at 10% of the labels (README, Results).")
 
 
 if __name__ == "__main__":

@@ -236,7 +236,9 @@ class DataArguments:
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"--label_fraction must be in (0, 1], got {self.label_fraction}")
         if isinstance(self.extra_sources, str):
-            self.extra_sources = [s for s in self.extra_sources.split() if s]
+            self.extra_sources = [self.extra_sources]
+        # one quoted, space-separated argument ("challenge:/a folder:/b") or several: the same list
+        self.extra_sources = [s for item in self.extra_sources for s in str(item).split() if s]
         for src in self.extra_sources:
             kind = src.split(":", 1)[0].lower()
             if kind not in ("ptbxl", "challenge", "folder", "sample"):

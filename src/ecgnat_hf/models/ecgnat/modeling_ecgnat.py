@@ -211,11 +211,32 @@ class ECGNATStem(nn.Module):
             self.fusion_score = nn.Sequential(nn.Linear(stem_dim, stem_dim // 2), nn.GELU(), nn.Linear(stem_dim // 2, 1))
         self.fusion_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.stem_norm != "none" else nn.Identity()
 
+    @staticmethod
+    def _shared_present_leads(lead_mask: torch.Tensor):
+        """Indices of the present leads when every sample of the batch has the same ones and some are absent.
+
+        Absent leads get fusion weight 0, so leaving them out of the stem gives the same output: a 2-lead
+        Holter batch then runs 2 lead-wise stems instead of 12. Not while tracing or exporting, where the
+        shapes must not depend on the mask's values.
+        """
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return None
+        first = lead_mask[0]
+        if bool(first.all()) or not bool((lead_mask == first).all()):
+            return None
+        return first.nonzero().squeeze(1)
+
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor):
         b, n_leads, t = x.shape
-        h = self.conv2(self.act(self.conv1(x.reshape(b * n_leads, 1, t))))  # (B*leads, C, L)
-        h = h.transpose(1, 2).reshape(b, n_leads, h.shape[-1], -1)  # (B, leads, L, C)
-        h = self.norm(h) + self.lead_embeddings[None, :, None, :]
+        present = self._shared_present_leads(lead_mask)
+        embeddings, projection, projection_bias = self.lead_embeddings, self.lead_projection, self.lead_projection_bias
+        if present is not None:
+            x, lead_mask = x[:, present], lead_mask[:, present]
+            embeddings, projection, projection_bias = embeddings[present], projection[present], projection_bias[present]
+        n = x.shape[1]
+        h = self.conv2(self.act(self.conv1(x.reshape(b * n, 1, t))))  # (B*leads, C, L)
+        h = h.transpose(1, 2).reshape(b, n, h.shape[-1], -1)  # (B, leads, L, C)
+        h = self.norm(h) + embeddings[None, :, None, :]
         if self.fusion == "attention":
             scores = self.fusion_score(h).squeeze(-1)  # (B, leads, L)
         else:
@@ -226,7 +247,9 @@ class ECGNATStem(nn.Module):
         # value as projecting every lead first, without materialising a (B, leads, L, C) projection.
         weights_t = weights.transpose(1, 2)  # (B, L, leads)
         weighted = (h * weights[..., None]).permute(0, 2, 1, 3).reshape(b, h.shape[2], -1)  # (B, L, leads * C_stem)
-        fused = weighted @ self.lead_projection.reshape(-1, self.lead_projection.shape[-1]) + weights_t @ self.lead_projection_bias
+        fused = weighted @ projection.reshape(-1, projection.shape[-1]) + weights_t @ projection_bias
+        if present is not None:  # report the weights over all the model's leads, 0 for the absent ones
+            weights_t = weights_t.new_zeros(b, weights_t.shape[1], n_leads).index_copy_(2, present, weights_t)
         return self.fusion_norm(fused), weights_t  # (B, L, C), (B, L, leads)
 
 
