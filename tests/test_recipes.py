@@ -180,6 +180,14 @@ def test_label_efficiency_table_and_plot(pretrained, tmp_path):
         assert Path(res["files"][key]).is_file()
     assert "10% labels" in (out / "label_efficiency.md").read_text()
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())
+    # every run's test probabilities are kept, so that a later run can be paired with these record by record
+    import numpy as np
+
+    saved = np.load(res["files"]["test_predictions"])
+    keys = {f"{m}|{f:g}|0" for m in models for f in (0.1, 1.0)}
+    assert set(saved.files) == keys | {"labels"}
+    for key in keys:
+        assert saved[key].shape == saved["labels"].shape and np.isfinite(saved[key]).all()
 
 
 def test_resume_from_checkpoint_continues(tmp_path):
