@@ -132,7 +132,6 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
     out_dir = Path(training_args.output_dir)
     rows: list[dict[str, Any]] = []
     test_scores: dict[tuple[str, float], list] = {}  # (arm, fraction) -> test probabilities per repeat
-    test_probs_by_run: dict[str, Any] = {}  # "arm|fraction|repeat" -> test probabilities (saved for later pairing)
     skipped_by_subset: dict[str, list] = {}  # lead subset -> test records with none of its leads (not scored)
     test_labels = None
     for fraction in fractions:
@@ -159,7 +158,6 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                 if "test" in res["raw_predictions"]:
                     probs, labels = res["raw_predictions"]["test"]
                     test_scores.setdefault((arm, float(fraction)), []).append(probs)
-                    test_probs_by_run[f"{arm}|{float(fraction):g}|{rep}"] = probs
                     test_labels = labels
                 val = res["eval_results"].get("validation", {})
                 rows.append({"model": arm, "fraction": float(fraction), "repeat": rep, "seed": seed,
@@ -198,13 +196,14 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                       "comparisons": comparisons, "lead_subset_skipped_records": skipped_by_subset},
                      out_dir / "label_efficiency.json")
         files["json"] = str(out_dir / "label_efficiency.json")
-        if test_probs_by_run:
-            # every run's test probabilities, in the test split's (deterministic) record order, with the labels:
-            # a later run with the same protocol can be compared record by record (paired bootstrap)
+        if test_scores:
+            # every run's test probabilities ("arm|fraction|repeat"), in the test split's (deterministic) record
+            # order, with the labels: a later run with the same protocol can be paired with them record by record
             import numpy as np
 
-            np.savez_compressed(out_dir / "test_predictions.npz", labels=np.asarray(test_labels),
-                                **{k: np.asarray(v) for k, v in test_probs_by_run.items()})
+            runs = {f"{arm}|{fraction:g}|{rep}": np.asarray(p)
+                    for (arm, fraction), per_repeat in test_scores.items() for rep, p in enumerate(per_repeat)}
+            np.savez_compressed(out_dir / "test_predictions.npz", labels=np.asarray(test_labels), **runs)
             files["test_predictions"] = str(out_dir / "test_predictions.npz")
     return {"rows": rows, "summary": summary, "comparisons": comparisons, "files": files, "metric": le_args.metric,
             "lead_subset_skipped_records": skipped_by_subset, "output_dir": str(out_dir.resolve())}
