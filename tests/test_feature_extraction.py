@@ -307,6 +307,21 @@ def test_error_bad_settings():
         ECGNATFeatureExtractor()([_rng_signal(), _rng_signal()], sampling_rate=[500])
 
 
+@pytest.mark.parametrize("stride", [0.0, -1.0, 10.5, float("nan")])
+def test_window_stride_beyond_the_window_is_refused(stride):
+    """A stride over the window would leave gaps in every record; refused at construction, on load, and when
+    set afterwards (before any window is cut). The stride equal to the window (no overlap) is allowed."""
+    with pytest.raises(ValueError, match="window_stride_s must be > 0 and at most window_s"):
+        ECGNATFeatureExtractor(window_s=10.0, window_stride_s=stride)
+    with pytest.raises(ValueError, match="window_stride_s must be > 0 and at most window_s"):
+        ECGNATFeatureExtractor.from_dict({"window_s": 10.0, "window_stride_s": stride})
+    fe = ECGNATFeatureExtractor(window_s=2.0, window_stride_s=2.0, scaling="none")
+    assert fe(_rng_signal(12, 3000), sampling_rate=500)["input_values"].shape[0] == 3  # 0, 2, 4 s (6 s record)
+    fe.window_stride_s = stride * 0.2 if stride == 10.5 else stride  # 2.1 s > 2 s window, or non-positive
+    with pytest.raises(ValueError, match="window_stride_s must be > 0 and at most window_s"):
+        fe(_rng_signal(12, 3000), sampling_rate=500)
+
+
 # ------------------------------------------------------------------------------- issue 8: quality and hostile input
 def test_ragged_and_non_numeric_lists_are_typed_errors():
     fe = ECGNATFeatureExtractor(sampling_rate=100)
