@@ -31,7 +31,7 @@ from ecgnat_hf import (
     ECGNATForSequenceClassification,
     ECGNATModel,
 )
-from ecgnat_hf.modeling_ecgnat import random_lead_mask, supervised_contrastive_loss
+from ecgnat_hf.modeling_ecgnat import augment_signal, random_lead_mask, supervised_contrastive_loss
 
 from helpers import load_ptbxl
 
@@ -63,6 +63,9 @@ def tiny(**kw) -> ECGNATConfig:
         (dict(finetune_lead_mask_prob=1.0), "finetune_lead_mask_prob"),
         (dict(stem_hidden_size=1), "stem_hidden_size"),
         (dict(stem_norm="batch"), "stem_norm"),
+        (dict(finetune_amplitude_scale=1.0), "finetune_amplitude_scale"),
+        (dict(finetune_noise_std=-0.1), "finetune_noise_std"),
+        (dict(finetune_noise_std=float("nan")), "finetune_noise_std"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -326,6 +329,40 @@ def test_reconstruction_loss_ignores_unmasked_patches():
     cell = ((out.reconstruction.reshape(2, 12, -1, unit) - t) ** 2).mean(-1)
     cell_mask = mask.reshape(2, 12, -1, unit)[..., 0]
     torch.testing.assert_close(cell[cell_mask].mean(), loss)
+
+
+def test_augment_signal_gain_noise_and_absent_leads():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 12, 400, generator=g)
+    mask = torch.ones(64, 12, dtype=torch.bool)
+    mask[:, 6:] = False
+    x[:, 6:] = float("nan")  # whatever absent leads hold never comes back
+    out = augment_signal(x, mask, amplitude_scale=0.2, generator=g)
+    assert (out[:, 6:] == 0).all()
+    ratio = out[:, :6] / x[:, :6]
+    gain = ratio[:, :1, :1]
+    torch.testing.assert_close(ratio, gain.expand_as(ratio))  # one gain per record, the same on every lead
+    assert 0.8 <= float(gain.min()) and float(gain.max()) <= 1.2 and float(gain.std()) > 0.05
+    noisy = augment_signal(x, mask, noise_std=0.05, generator=g)
+    assert (noisy[:, 6:] == 0).all()
+    assert abs(float((noisy[:, :6] - x[:, :6]).std()) - 0.05) < 0.002
+    assert augment_signal(x, mask) is x  # both off: untouched
+
+
+def test_signal_augmentation_only_in_training():
+    config = tiny(finetune_lead_mask_prob=0.0, finetune_amplitude_scale=0.2, finetune_noise_std=0.05, num_labels=2,
+                  classifier_dropout=0.0, supcon_weight=0.0)
+    model = ECGNATForSequenceClassification(config)
+    plain = ECGNATForSequenceClassification(tiny(finetune_lead_mask_prob=0.0, num_labels=2, classifier_dropout=0.0,
+                                                 supcon_weight=0.0))
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(4, 12, 800)
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, plain(x).logits)  # inference never augments
+    model.train(), plain.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(x).logits, plain(x).logits)
 
 
 def test_random_lead_mask_keeps_one_lead():

@@ -117,6 +117,11 @@ class ECGNATConfig(PreTrainedConfig):
         finetune_lead_mask_prob (`float`): random lead masking during supervised training (training mode
             only): each present lead is hidden with this probability, at least one kept. Keeps a checkpoint
             fine-tuned on 12 leads accurate on lead subsets. 0 disables.
+        finetune_amplitude_scale (`float`): amplitude augmentation during supervised training (training mode
+            only): each record is multiplied by one factor drawn from U(1 - s, 1 + s), the same for all its
+            leads, so the leads' relative sizes are kept. 0 disables.
+        finetune_noise_std (`float`): Gaussian noise added to every present lead during supervised training,
+            in the extractor's output units (mV under ``scaling="center"``). 0 disables.
         stem_norm (`str`): ``"token"`` (a LayerNorm on every lead's stem token and on every fused token),
             ``"fused"`` (on the fused token only) or ``"none"``. A per-lead token LayerNorm rescales each lead's
             20 ms token to unit size, so a flat baseline and a tall QRS enter the fusion with the same
@@ -160,6 +165,8 @@ class ECGNATConfig(PreTrainedConfig):
     classifier_dropout: float | int = 0.1
     classifier_pooling: str = "mean"
     finetune_lead_mask_prob: float | int = 0.0
+    finetune_amplitude_scale: float | int = 0.0
+    finetune_noise_std: float | int = 0.0
     stem_norm: str = "token"
 
     def __post_init__(self, **kwargs):
@@ -228,6 +235,10 @@ class ECGNATConfig(PreTrainedConfig):
             fail(f"classifier_pooling must be 'mean' or 'mean_max', got {self.classifier_pooling!r}.")
         if not 0.0 <= self.finetune_lead_mask_prob < 1.0:
             fail(f"finetune_lead_mask_prob must be in [0, 1), got {self.finetune_lead_mask_prob}.")
+        if not 0.0 <= self.finetune_amplitude_scale < 1.0:
+            fail(f"finetune_amplitude_scale must be in [0, 1), got {self.finetune_amplitude_scale}.")
+        if not 0.0 <= self.finetune_noise_std < float("inf"):
+            fail(f"finetune_noise_std must be a finite number >= 0, got {self.finetune_noise_std}.")
         if self.stem_norm not in ("token", "fused", "none"):
             fail(f"stem_norm must be 'token', 'fused' or 'none', got {self.stem_norm!r}.")
         if self.lead_fusion not in ("attention", "mean"):

@@ -166,6 +166,22 @@ def random_lead_mask(lead_mask: torch.Tensor, probability: float, generator: tor
     return kept
 
 
+def augment_signal(input_values: torch.Tensor, lead_mask: torch.Tensor, amplitude_scale: float = 0.0,
+                   noise_std: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training-time signal augmentation: one random gain per record (U(1 - s, 1 + s), all leads alike) and
+    Gaussian noise. Absent leads stay exactly zero, so the augmentation cannot invent a lead."""
+    if amplitude_scale <= 0 and noise_std <= 0:
+        return input_values
+    x = input_values
+    b = x.shape[0]
+    if amplitude_scale > 0:
+        gain = 1 + amplitude_scale * (2 * torch.rand(b, 1, 1, device=x.device, generator=generator) - 1)
+        x = x * gain.to(x.dtype)
+    if noise_std > 0:
+        x = x + noise_std * torch.randn(x.shape, device=x.device, generator=generator).to(x.dtype)
+    return torch.where(lead_mask[:, :, None].bool(), x, torch.zeros((), dtype=x.dtype))
+
+
 # ----------------------------------------------------------------------------------------------- layers
 class ECGNATDropPath(nn.Module):
     """Stochastic depth per sample."""
@@ -723,6 +739,10 @@ class ECGNATForSequenceClassification(ECGNATPreTrainedModel):
             # augmentation: hide random leads so that one 12-lead fine-tuned checkpoint stays good on subsets
             lead_mask = random_lead_mask(_check_inputs(self.config, input_values, lead_mask),
                                          self.config.finetune_lead_mask_prob)
+        if self.training and (self.config.finetune_amplitude_scale > 0 or self.config.finetune_noise_std > 0):
+            lead_mask = _check_inputs(self.config, input_values, lead_mask)
+            input_values = augment_signal(input_values, lead_mask, self.config.finetune_amplitude_scale,
+                                          self.config.finetune_noise_std)
         outputs = self.ecgnat(
             input_values,
             lead_mask=lead_mask,
