@@ -165,6 +165,26 @@ def test_ptbxl_fold_choice(ptbxl_dir, cache):
     assert sum(len(v) for v in ds.values()) <= 80
 
 
+@pytest.mark.parametrize("builder, kwargs, match", [
+    (PTBXL, dict(sampling_rate=250), "PTB-XL comes at 100 or 500 Hz"),
+    (PTBXL, dict(config_name="rhythm", task="bogus"), "unknown PTB-XL task"),
+    (PTBXL, dict(max_records=0), "max_records must be >= 1"),
+    (ECGFolder, dict(empty_labels="zzz"), "empty_labels must be one of"),
+    (ECGFolder, dict(validation_fraction=1.5), "validation_fraction"),
+    (PhysioNetChallenge, dict(quality_thresholds={"flat_mv": 1.0}), "unknown quality threshold"),
+])
+def test_named_config_keywords_are_validated(builder, kwargs, match, tmp_path):
+    """``datasets`` applies keyword arguments to a named config after its __post_init__; before, PTBXL(
+    sampling_rate=250) built the 500 Hz records under a 250 Hz config. Refused before any record is read."""
+    with pytest.raises(ValueError, match=match):
+        builder(data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def test_named_config_keywords_are_normalised(ptbxl_dir, cache):
+    b = PTBXL(data_dir=str(ptbxl_dir), cache_dir=cache, train_folds=[1, 2])
+    assert b.config.train_folds == (1, 2) and b.config.task == "superdiagnostic"
+
+
 def _copy_ptbxl_records(ptbxl_dir, tmp_path, n):
     """A PTB-XL folder with the two tables and the first ``n`` 100 Hz records, to damage in a test."""
     db, _ = _read_ptbxl_tables(ptbxl_dir)

@@ -94,6 +94,17 @@ class ECGBuilderConfig(datasets.BuilderConfig):
     quality_check: bool = True
     quality_thresholds: dict | None = None
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the options and normalise them (idempotent). The builder runs it again: ``datasets`` sets
+        the keyword arguments of a *named* config (``PTBXL(sampling_rate=250)``) after ``__post_init__``."""
+        if self.max_records is not None and int(self.max_records) < 1:
+            raise ValueError(f"max_records must be >= 1 (or None), got {self.max_records}")
+        QualityThresholds.from_dict(self.quality_thresholds)  # an unknown threshold fails here, not per record
+
 
 def normalize_sex(value) -> str | None:
     """``"male"``/``"female"`` from header or table spellings (PTB-XL: 0 male, 1 female)."""
@@ -171,9 +182,13 @@ class ECGDatasetBuilder(datasets.GeneratorBasedBuilder):
         self.skipped: list[SkippedRecord] = []
         self._skip_log: str | None = None
         super().__init__(*args, **kwargs)
-        # an unknown threshold fails here, not once per record mid-build (``datasets`` sets the keyword
-        # arguments of a named config after the config's __post_init__, so the check lives here)
-        QualityThresholds.from_dict(getattr(self.config, "quality_thresholds", None))
+
+    def _create_builder_config(self, *args, **kwargs):
+        # ``datasets`` sets the keyword arguments of a named config after the config's __post_init__, so the
+        # options are checked again here, before the builder reads anything
+        config, config_id = super()._create_builder_config(*args, **kwargs)
+        config.validate()
+        return config, config_id
 
     # ------------------------------------------------------------------ skipped records
     def _skip(self, record, error: BaseException | str, reason: str | None = None) -> None:

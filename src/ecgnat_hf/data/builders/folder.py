@@ -98,8 +98,8 @@ class ECGFolderConfig(ECGBuilderConfig):
     empty_labels: str = "error"  # or "negative", "skip"
     duplicate_rows: str = "error"  # or "first", "last", "skip"
 
-    def __post_init__(self):
-        super().__post_init__()
+    def validate(self) -> None:
+        super().validate()
         from ..labels import DUPLICATE_ROW_POLICIES, EMPTY_LABEL_POLICIES
 
         if self.empty_labels not in EMPTY_LABEL_POLICIES:

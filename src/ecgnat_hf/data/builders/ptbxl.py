@@ -72,8 +72,8 @@ class PTBXLConfig(ECGBuilderConfig):
     classes: tuple | None = None
     drop_unlabelled: bool = True
 
-    def __post_init__(self):
-        super().__post_init__()
+    def validate(self) -> None:
+        super().validate()
         if self.task is None:
             self.task = self.name if self.name in PTBXL_TASKS else "superdiagnostic"
         if self.task not in PTBXL_TASKS:
