@@ -387,9 +387,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"mode must be one of {_MODES}, got {self.mode!r}")
         if not self.window_s > 0:
             raise ValueError(f"window_s must be positive, got {self.window_s}")
-        if not 0 < self.window_stride_s <= self.window_s:
-            raise ValueError(f"window_stride_s must be > 0 and at most window_s ({self.window_s:g} s): a larger "
-                             f"stride would skip part of every record; got {self.window_stride_s}")
+        self._check_window_stride()
         nyquist = fs / 2
         if self.do_bandpass and not 0 < self.bandpass_low < self.bandpass_high < nyquist:
             raise ValueError(
@@ -417,10 +415,13 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
     @property
     def window_stride(self) -> int:
         """Samples between window starts; refuses a stride set (after construction) beyond the window."""
+        self._check_window_stride()
+        return max(1, int(round(self.window_stride_s * self.sampling_rate)))
+
+    def _check_window_stride(self) -> None:
         if not 0 < self.window_stride_s <= self.window_s:
             raise ValueError(f"window_stride_s must be > 0 and at most window_s ({self.window_s:g} s): a larger "
                              f"stride would skip part of every record; got {self.window_stride_s}")
-        return max(1, int(round(self.window_stride_s * self.sampling_rate)))
 
     # ------------------------------------------------------------------ input handling
     def _split_inputs(self, raw_signals, sampling_rate, lead_names):
