@@ -735,14 +735,13 @@ class ECGNATForSequenceClassification(ECGNATPreTrainedModel):
         **kwargs,
     ) -> ECGNATForSequenceClassificationOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if self.training and self.config.finetune_lead_mask_prob > 0:
+        cfg = self.config
+        if self.training and (cfg.finetune_lead_mask_prob > 0 or cfg.finetune_amplitude_scale > 0
+                              or cfg.finetune_noise_std > 0):
+            lead_mask = _check_inputs(cfg, input_values, lead_mask)
             # augmentation: hide random leads so that one 12-lead fine-tuned checkpoint stays good on subsets
-            lead_mask = random_lead_mask(_check_inputs(self.config, input_values, lead_mask),
-                                         self.config.finetune_lead_mask_prob)
-        if self.training and (self.config.finetune_amplitude_scale > 0 or self.config.finetune_noise_std > 0):
-            lead_mask = _check_inputs(self.config, input_values, lead_mask)
-            input_values = augment_signal(input_values, lead_mask, self.config.finetune_amplitude_scale,
-                                          self.config.finetune_noise_std)
+            lead_mask = random_lead_mask(lead_mask, cfg.finetune_lead_mask_prob)
+            input_values = augment_signal(input_values, lead_mask, cfg.finetune_amplitude_scale, cfg.finetune_noise_std)
         outputs = self.ecgnat(
             input_values,
             lead_mask=lead_mask,
