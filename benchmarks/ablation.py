@@ -13,6 +13,7 @@ minute or two on a 2-core CPU. Results are appended to ``--output`` as JSON line
     python benchmarks/ablation.py --name scratch-meanmax --overrides '{"classifier_pooling": "mean_max"}'
     python benchmarks/ablation.py --name pretrained --pretrained ecgnat-demo/pretrained --seeds 0,1,2
     python benchmarks/ablation.py --name centered --scaling center --cv_folds 5,6,7,8 --seeds 0
+    python benchmarks/ablation.py --name llrd --pretrained ecgnat-demo/pretrained --layer_decay 0.6 --scaling center
 """
 import os
 
@@ -73,7 +74,7 @@ def build(kind, overrides, pretrained, n_labels):
 
 
 def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every=20, frac=1.0, scaling="standardize",
-        val_fold=8):
+        val_fold=8, layer_decay=1.0):
     if val_fold == 9:
         raise SystemExit("fold 9 is the test fold: ablations never score it")
     data = load_data(scaling, val_fold)
@@ -86,7 +87,13 @@ def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every
     torch.manual_seed(seed)
     model = build(kind, overrides, pretrained, ytr.shape[1])
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if layer_decay < 1:  # layer-wise learning-rate decay (weight decay on every parameter, as in the plain arm)
+        from ecgnat_hf.training.optimization import layerwise_lr_param_groups
+
+        groups = layerwise_lr_param_groups(model, lr, wd, layer_decay)
+        opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=lr, weight_decay=wd)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     warm = int(0.1 * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     g = torch.Generator().manual_seed(seed)
@@ -148,20 +155,22 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scaling", default="standardize", help="feature-extractor scaling: standardize, robust, center, none")
     ap.add_argument("--cv_folds", default="8", help="validation folds to cross-validate over (each trains on the rest of 1-8)")
+    ap.add_argument("--layer_decay", type=float, default=1.0, help="layer-wise learning-rate decay (ECG-NAT; 1 = off)")
     ap.add_argument("--output", default="ablation_results.jsonl")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     res = []
     folds = [int(x) for x in a.cv_folds.split(",")]
     for fold, s in itertools.product(folds, [int(x) for x in a.seeds.split(",")]):
-        r = run(a.kind, json.loads(a.overrides), a.pretrained, s, a.steps, a.lr, frac=a.frac, scaling=a.scaling, val_fold=fold)
+        r = run(a.kind, json.loads(a.overrides), a.pretrained, s, a.steps, a.lr, frac=a.frac, scaling=a.scaling, val_fold=fold,
+                layer_decay=a.layer_decay)
         r.update(seed=s, val_fold=fold)
         res.append(r)
         print(a.name, "fold", fold, "seed", s, "final %.3f best %.3f@%d" % (r["final"], r["best"], r["best_step"]), r["per_class"],
               {k: round(v, 3) for k, v in r["subsets"].items()}, r["seconds"], "s", flush=True)
     f = np.array([r["final"] for r in res])
     summ = dict(name=a.name, kind=a.kind, overrides=a.overrides, pretrained=a.pretrained, steps=a.steps, lr=a.lr, frac=a.frac,
-                scaling=a.scaling, cv_folds=a.cv_folds,
+                scaling=a.scaling, layer_decay=a.layer_decay, cv_folds=a.cv_folds,
                 final_mean=float(f.mean()), final_std=float(f.std()), best_mean=float(np.mean([r["best"] for r in res])),
                 subsets={k: float(np.mean([r["subsets"][k] for r in res])) for k in res[0]["subsets"]},
                 per_class={k: float(np.mean([r["per_class"].get(k, np.nan) for r in res])) for k in res[0]["per_class"]},

@@ -169,11 +169,17 @@ def test_label_efficiency_table_and_plot(pretrained, tmp_path):
     from ecgnat_hf.recipes.label_efficiency import main
 
     out = tmp_path / "le"
+    # --layer_decay is for the pretrained arm only: the ResNet1d arm would refuse it
     res = main(["--pretrained_model", str(pretrained[0]), "--fractions", "0.1,1.0", "--repeats", "1",
-                "--output_dir", str(out), *FAST, *_fast_steps(1)])
+                "--include_resnet1d", "true", "--layer_decay", "0.5", "--output_dir", str(out), *FAST, *_fast_steps(1)])
     models = {r["model"] for r in res["rows"]}
-    assert models == {"ecgnat-pretrained", "ecgnat-tiny-scratch"}
-    assert len(res["rows"]) == 4
+    assert models == {"ecgnat-pretrained", "ecgnat-tiny-scratch", "resnet1d"}
+    assert len(res["rows"]) == 6
+    # a paired interval for every pair of arms at each fraction, in arm order
+    pairs = [(c["fraction"], c["a_name"], c["b_name"]) for c in res["comparisons"]]
+    assert pairs == [(f, a, b) for f in (0.1, 1.0) for a, b in (("ecgnat-pretrained", "ecgnat-tiny-scratch"),
+                     ("ecgnat-pretrained", "resnet1d"), ("ecgnat-tiny-scratch", "resnet1d"))]
+    assert "ecgnat-tiny-scratch - resnet1d = " in (out / "label_efficiency.md").read_text()
     n = {(r["model"], r["fraction"]): r["n_train"] for r in res["rows"]}
     assert n[("ecgnat-pretrained", 1.0)] == 48 and n[("ecgnat-pretrained", 0.1)] < 48
     for key in ("csv", "runs_csv", "markdown", "plot", "json"):

@@ -111,14 +111,18 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
     preprocessed once). ``callbacks``: extra ``TrainerCallback`` objects. ``save=False`` skips the hub-ready folder (Trainer checkpoints are still written).
     ``results["raw_predictions"]``: ``{split: (probabilities, labels)}``."""
     import torch
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from ..metrics import make_compute_metrics
     from ..training.arguments import arguments_to_dict, parse_lead_subset
     from ..training.data import ECGDataCollator, lead_subset_mask, prepare_classification_data
     from ..training.hub import push_to_hub, save_hub_ready
+    from ..training.optimization import LayerDecayTrainer
 
     C.setup_runtime(model_args)
+    if model_args.layer_decay < 1 and model_args.model_type != "ecgnat":
+        raise ValueError(f"--layer_decay {model_args.layer_decay:g} needs --model_type ecgnat (layers of a pretrained "
+                         f"ECG-NAT encoder), got --model_type {model_args.model_type}")
     push, hub_model_id, hub_token = training_args.push_to_hub, training_args.hub_model_id, training_args.hub_token
     training_args.push_to_hub = False  # we upload the final hub-ready folder ourselves (see training.hub)
     if push and not hub_model_id:
@@ -147,8 +151,9 @@ def train_classifier(model_args, data_args, training_args, eval_args=None, *, co
     keep = lead_subset_mask(fe.lead_names, subset[1]) if subset else None
     if keep is not None and not keep.all():  # training on a lead subset: records without any of its leads
         prepared = _without_records_lacking(prepared, keep, subset[0])  # are left out and reported, not zeros
-    trainer = Trainer(
+    trainer = LayerDecayTrainer(
         model=model,
+        layer_decay=model_args.layer_decay,
         args=training_args,
         train_dataset=prepared.splits["train"],
         eval_dataset=prepared.splits.get("validation"),

@@ -1,6 +1,7 @@
 """Label efficiency: fine-tune with fractions of the training labels (stratified, fixed seeds, several
 repeats), from pretrained weights vs from scratch (and optionally the ResNet1d baseline), every arm with
-the same recipe and budget; report the test metric as a table (CSV + Markdown) and a plot (PNG)::
+the same recipe and budget; report the test metric as a table (CSV + Markdown) with a paired bootstrap interval
+for every pair of arms, and a plot (PNG)::
 
     python recipes/label_efficiency.py --model_name_or_path runs/pretrain --fractions 0.01,0.1,1.0 \\
         --repeats 3 --include_resnet1d --output_dir runs/label_efficiency --num_train_epochs 10
@@ -116,11 +117,11 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
     if pretrained:
         arms.append(("ecgnat-pretrained", dict(model_type="ecgnat", model_name_or_path=pretrained)))
     if le_args.include_scratch:
-        arms.append((f"ecgnat-{model_args.preset}-scratch", dict(model_type="ecgnat", model_name_or_path=None)))
+        arms.append((f"ecgnat-{model_args.preset}-scratch", dict(model_type="ecgnat", model_name_or_path=None, layer_decay=1.0)))
     if le_args.include_resnet1d:
-        arms.append(("resnet1d", dict(model_type="resnet1d", model_name_or_path=None)))
+        arms.append(("resnet1d", dict(model_type="resnet1d", model_name_or_path=None, layer_decay=1.0)))
     if le_args.include_beatnet:
-        arms.append(("beatnet", dict(model_type="beatnet", model_name_or_path=None)))
+        arms.append(("beatnet", dict(model_type="beatnet", model_name_or_path=None, layer_decay=1.0)))
     if not arms:
         raise ValueError("no arm to run: give --pretrained_model / --model_name_or_path, or keep --include_scratch")
 
@@ -210,17 +211,18 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
 
 
 def compare_arms(test_scores: dict, labels, arm_names: list[str], fractions) -> list[dict]:
-    """Paired bootstrap intervals (test records resampled; each arm averaged over its repeats) for the
-    pretrained arm against every other arm, at each fraction."""
+    """Paired bootstrap intervals (test records resampled; each arm averaged over its repeats) for every pair of
+    arms, in arm order (the pretrained arm first), at each fraction."""
+    from itertools import combinations
+
     from ..metrics.comparison import compare_runs
 
     if labels is None or not arm_names:
         return []
-    first = arm_names[0]
     out = []
     for fraction in fractions:
         arms = {a: s for (a, f), s in test_scores.items() if f == float(fraction)}
-        for row in compare_runs(labels, arms, [(first, other) for other in arm_names[1:]], n_boot=2000, seed=0):
+        for row in compare_runs(labels, arms, list(combinations(arm_names, 2)), n_boot=2000, seed=0):
             out.append({"fraction": float(fraction), **row})
     return out
 

@@ -105,6 +105,12 @@ class ModelArguments:
                           "e.g. 'drop_path_rate=0.0,hidden_sizes=[32,64,128]'."},
     )
     freeze_encoder: bool = field(default=False, metadata={"help": "Train the head only (requires_grad=False on the encoder)."})
+    layer_decay: float = field(
+        default=1.0,
+        metadata={"help": "Fine-tuning ECG-NAT: layer-wise learning-rate decay. The head learns at --learning_rate and each "
+                          "encoder layer below at layer_decay times the rate of the one above (stem lowest); 1 = off. "
+                          "Label efficiency applies it to the pretrained arm only."},
+    )
     supcon_weight: float | None = field(default=None, metadata={"help": "Weight of the supervised-contrastive loss (ECG-NAT); None keeps the config's."})
     supcon_temperature: float | None = field(default=None, metadata={"help": "Temperature of the supervised-contrastive loss."})
     lead_mask_prob: float | None = field(default=None, metadata={"help": "Pretraining: probability of hiding each lead from the encoder."})
@@ -123,6 +129,8 @@ class ModelArguments:
         self.model_type = self.model_type.lower().replace("-", "").replace("_", "")
         if self.model_type not in ("ecgnat", "resnet1d", "beatnet"):
             raise ValueError(f"--model_type must be 'ecgnat', 'resnet1d' or 'beatnet', got {self.model_type!r}")
+        if not 0 < self.layer_decay <= 1:  # NaN fails too
+            raise ValueError(f"--layer_decay must be in (0, 1] (1 = off), got {self.layer_decay!r}")
 
     def overrides(self) -> dict[str, Any]:
         """Config values set by these arguments (explicit fields and --config_overrides)."""
