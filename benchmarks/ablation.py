@@ -74,7 +74,7 @@ def build(kind, overrides, pretrained, n_labels):
 
 
 def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every=20, frac=1.0, scaling="standardize",
-        val_fold=8, layer_decay=1.0):
+        val_fold=8, layer_decay=1.0, ema_decay=0.0):
     if val_fold == 9:
         raise SystemExit("fold 9 is the test fold: ablations never score it")
     data = load_data(scaling, val_fold)
@@ -94,6 +94,12 @@ def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every
         opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=lr, weight_decay=wd)
     else:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    ema = None
+    if ema_decay > 0:  # an exponential moving average of the weights is what gets evaluated
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    scored = ema.module if ema is not None else model
     warm = int(0.1 * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     g = torch.Generator().manual_seed(seed)
@@ -114,10 +120,12 @@ def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step(); sched.step(); step += 1
+            if ema is not None:
+                ema.update_parameters(model)
             if step % eval_every == 0 or step == steps:
-                model.eval()
+                scored.eval()
                 with torch.no_grad():
-                    lv = model(input_values=xva, lead_mask=mva).logits
+                    lv = scored(input_values=xva, lead_mask=mva).logits
                 p = torch.sigmoid(lv).numpy()
                 a, per = auroc(yva.numpy(), p)
                 curve.append((step, float(out.loss.detach()), a))
@@ -132,11 +140,11 @@ def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every
     from ecgnat_hf.training.arguments import LEAD_SUBSETS
 
     subs = {}
-    model.eval()
+    scored.eval()
     for sname in ("6-limb", "I+II", "II", "I"):
         keep = torch.tensor([nm in LEAD_SUBSETS[sname] for nm in names])
         with torch.no_grad():
-            lv = model(input_values=xva * keep[None, :, None], lead_mask=mva & keep[None]).logits
+            lv = scored(input_values=xva * keep[None, :, None], lead_mask=mva & keep[None]).logits
         subs[sname] = auroc(yva.numpy(), torch.sigmoid(lv).numpy())[0]
     return dict(final=final, best=best[0], best_step=best[1], per_class={data["label_names"][j]: round(v, 3) for j, v in per.items()},
                 subsets=subs, curve=curve, seconds=round(secs, 1), params=sum(p.numel() for p in model.parameters()))
@@ -156,6 +164,7 @@ def main():
     ap.add_argument("--scaling", default="standardize", help="feature-extractor scaling: standardize, robust, center, none")
     ap.add_argument("--cv_folds", default="8", help="validation folds to cross-validate over (each trains on the rest of 1-8)")
     ap.add_argument("--layer_decay", type=float, default=1.0, help="layer-wise learning-rate decay (ECG-NAT; 1 = off)")
+    ap.add_argument("--ema_decay", type=float, default=0.0, help="evaluate an EMA of the weights with this decay (0 = off)")
     ap.add_argument("--output", default="ablation_results.jsonl")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -163,14 +172,14 @@ def main():
     folds = [int(x) for x in a.cv_folds.split(",")]
     for fold, s in itertools.product(folds, [int(x) for x in a.seeds.split(",")]):
         r = run(a.kind, json.loads(a.overrides), a.pretrained, s, a.steps, a.lr, frac=a.frac, scaling=a.scaling, val_fold=fold,
-                layer_decay=a.layer_decay)
+                layer_decay=a.layer_decay, ema_decay=a.ema_decay)
         r.update(seed=s, val_fold=fold)
         res.append(r)
         print(a.name, "fold", fold, "seed", s, "final %.3f best %.3f@%d" % (r["final"], r["best"], r["best_step"]), r["per_class"],
               {k: round(v, 3) for k, v in r["subsets"].items()}, r["seconds"], "s", flush=True)
     f = np.array([r["final"] for r in res])
     summ = dict(name=a.name, kind=a.kind, overrides=a.overrides, pretrained=a.pretrained, steps=a.steps, lr=a.lr, frac=a.frac,
-                scaling=a.scaling, layer_decay=a.layer_decay, cv_folds=a.cv_folds,
+                scaling=a.scaling, layer_decay=a.layer_decay, ema_decay=a.ema_decay, cv_folds=a.cv_folds,
                 final_mean=float(f.mean()), final_std=float(f.std()), best_mean=float(np.mean([r["best"] for r in res])),
                 subsets={k: float(np.mean([r["subsets"][k] for r in res])) for k in res[0]["subsets"]},
                 per_class={k: float(np.mean([r["per_class"].get(k, np.nan) for r in res])) for k in res[0]["per_class"]},
