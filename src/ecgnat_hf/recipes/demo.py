@@ -41,10 +41,6 @@ BUDGETS = {
     "standard": {"pretrain_steps": 450, "finetune_steps": 300, "eval_steps": 20},
     "quick": {"pretrain_steps": 4, "finetune_steps": 4, "eval_steps": 2},
 }
-# the longer pretraining of the README's ablation round 5 (3x the demo's steps, every unlabelled shared source):
-# better where labels are scarce, but about 22 minutes, more than the demo can afford; the demo prints it
-LONGER_PRETRAINING_STEPS = 1350
-LONGER_PRETRAINING_SOURCES = "challenge:../shared/data/cinc2021-sample folder:../shared/data/mitdb folder:../shared/data/ptbdb"
 # the default demo: the checkpoint users take away and its baseline; --full: the README's label-efficiency sweep
 FRACTIONS = {"default": "1.0", "full": "0.1,0.25,1.0", "quick_full": "0.1,1.0"}
 COMMON = ["--dataset", "sample", "--task", "superdiagnostic", *PROTOCOL, "--seed", "0",
@@ -60,17 +56,6 @@ def finetune_arguments(budget: str) -> list[str]:
             "--eval_strategy", "steps", "--eval_steps", str(b["eval_steps"]), "--save_strategy", "steps",
             "--save_steps", str(b["eval_steps"]), "--save_total_limit", "1", "--load_best_model_at_end", "true",
             "--metric_for_best_model", "macro_auroc", "--greater_is_better", "true"]
-
-
-def longer_pretraining_command(output_dir: str = "pretrained-long") -> str:
-    """The ``ecgnat pretrain`` command of the longer pretraining: the demo's arguments with more steps and the
-    unlabelled sources of ``../shared/data``."""
-    import shlex
-
-    args = (COMMON + ["--preset", "tiny", "--max_steps", str(LONGER_PRETRAINING_STEPS), "--learning_rate", "0.002",
-                      "--eval_strategy", "no", "--save_strategy", "no", "--extra_sources", LONGER_PRETRAINING_SOURCES,
-                      "--output_dir", output_dir])
-    return "ecgnat pretrain " + shlex.join(args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -194,10 +179,6 @@ def _print_summary(summary: dict, le: dict, full: bool = False) -> None:
         print("\nWith fewer labels, pretraining matters most: `ecgnat demo --full` (about 32 min on 2 cores) also "
               "fine-tunes with 10% and 25% of the labels and from scratch. On fold 9 it gave the pretrained model "
               "+0.06 AUROC over ResNet1d at 10% of the labels (README, Results).")
-    print(f"\nA better pretrained model needs more than this demo's {BUDGETS['standard']['pretrain_steps']} steps: "
-          f"{LONGER_PRETRAINING_STEPS} steps with every unlabelled source in ../shared/data (about 22 min on 2 cores; "
-          "chosen on cross-validation inside folds 1-8, README: Results, ablation round 5, with its fold-9 figures):\n"
-          f"  {longer_pretraining_command()}")
 
 
 if __name__ == "__main__":
