@@ -117,11 +117,11 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
     if pretrained:
         arms.append(("ecgnat-pretrained", dict(model_type="ecgnat", model_name_or_path=pretrained)))
     if le_args.include_scratch:
-        arms.append((f"ecgnat-{model_args.preset}-scratch", dict(model_type="ecgnat", model_name_or_path=None, layer_decay=1.0)))
+        arms.append((f"ecgnat-{model_args.preset}-scratch", dict(model_type="ecgnat", model_name_or_path=None)))
     if le_args.include_resnet1d:
-        arms.append(("resnet1d", dict(model_type="resnet1d", model_name_or_path=None, layer_decay=1.0)))
+        arms.append(("resnet1d", dict(model_type="resnet1d", model_name_or_path=None)))
     if le_args.include_beatnet:
-        arms.append(("beatnet", dict(model_type="beatnet", model_name_or_path=None, layer_decay=1.0)))
+        arms.append(("beatnet", dict(model_type="beatnet", model_name_or_path=None)))
     if not arms:
         raise ValueError("no arm to run: give --pretrained_model / --model_name_or_path, or keep --include_scratch")
 
@@ -147,6 +147,8 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                 m_args = copy.copy(model_args)
                 for k, v in over.items():
                     setattr(m_args, k, v)
+                if m_args.model_name_or_path is None:  # --layer_decay is for the pretrained encoder only
+                    m_args.layer_decay = 1.0
                 run_dir = out_dir / "runs" / f"{arm}-frac{fraction:g}-rep{rep}"
                 t_args = copy.deepcopy(training_args)
                 t_args.output_dir = str(run_dir)
