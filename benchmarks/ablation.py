@@ -13,6 +13,8 @@ minute or two on a 2-core CPU. Results are appended to ``--output`` as JSON line
     python benchmarks/ablation.py --name scratch-meanmax --overrides '{"classifier_pooling": "mean_max"}'
     python benchmarks/ablation.py --name pretrained --pretrained ecgnat-demo/pretrained --seeds 0,1,2
     python benchmarks/ablation.py --name centered --scaling center --cv_folds 5,6,7,8 --seeds 0
+    python benchmarks/ablation.py --name hz500 --sampling_rate 500 --scaling center \
+        --overrides '{"sampling_rate": 500, "patch_size": 10, "stem_kernel_size": 31}'
     python benchmarks/ablation.py --name llrd --pretrained ecgnat-demo/pretrained --layer_decay 0.6 --scaling center
 """
 import os
@@ -32,17 +34,30 @@ import torch  # noqa: E402
 CACHE_DIR = Path(os.environ.get("ECGNAT_ABLATION_CACHE", Path.home() / ".cache" / "ecgnat_hf"))
 
 
-def load_data(scaling="standardize", val_fold=8):
-    cache = CACHE_DIR / f"ablation_sample100_{scaling}_val{val_fold}.pt"
+def load_data(scaling="standardize", val_fold=8, sampling_rate=100):
+    """Folds 1-8 of the PTB-XL sample at ``sampling_rate``: 100 Hz is the bundled sample; 500 Hz reads
+    ``records500`` of the subset in ``$ECGNAT_SHARED_DATA/ptbxl-subset`` (the same records)."""
+    rate = "" if sampling_rate == 100 else f"_{sampling_rate}hz"
+    cache = CACHE_DIR / f"ablation_sample100_{scaling}_val{val_fold}{rate}.pt"
     if cache.exists():
         return torch.load(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
     from ecgnat_hf.training.arguments import DataArguments
     from ecgnat_hf.training.data import prepare_classification_data
     from ecgnat_hf.feature_extraction_ecgnat import ECGNATFeatureExtractor
-    fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=10, mode="window", scaling=scaling)
+    fe = ECGNATFeatureExtractor(sampling_rate=sampling_rate, window_s=10, mode="window", scaling=scaling)
     train = ",".join(str(f) for f in range(1, 9) if f != val_fold)  # fold 9 (test) is never a choice
-    da = DataArguments(dataset="sample", train_folds=train, validation_folds=str(val_fold), test_folds="none")
+    if sampling_rate == 100:
+        da = DataArguments(dataset="sample", train_folds=train, validation_folds=str(val_fold), test_folds="none")
+    elif sampling_rate == 500:
+        shared = Path(os.environ.get("ECGNAT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+        subset = shared / "ptbxl-subset"
+        if not (subset / "records500").is_dir():
+            raise SystemExit(f"--sampling_rate 500 needs the PTB-XL subset's records500 in {subset} (set ECGNAT_SHARED_DATA)")
+        da = DataArguments(dataset="ptbxl", data_dir=str(subset), sampling_rate=500, train_folds=train,
+                           validation_folds=str(val_fold), test_folds="none")
+    else:
+        raise SystemExit(f"--sampling_rate must be 100 or 500 (PTB-XL's two rates), got {sampling_rate}")
     p = prepare_classification_data(da, fe, splits=("train", "validation"))
     out = {}
     for s, ds in p.splits.items():
@@ -74,10 +89,10 @@ def build(kind, overrides, pretrained, n_labels):
 
 
 def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every=20, frac=1.0, scaling="standardize",
-        val_fold=8, layer_decay=1.0, ema_decay=0.0):
+        val_fold=8, layer_decay=1.0, ema_decay=0.0, sampling_rate=100):
     if val_fold == 9:
         raise SystemExit("fold 9 is the test fold: ablations never score it")
-    data = load_data(scaling, val_fold)
+    data = load_data(scaling, val_fold, sampling_rate)
     xtr, mtr, ytr = data["train"]
     xva, mva, yva = data["validation"]
     if frac < 1.0:
@@ -86,6 +101,9 @@ def run(kind, overrides, pretrained, seed, steps, lr, bs=32, wd=0.05, eval_every
         xtr, mtr, ytr = xtr[idx], mtr[idx], ytr[idx]
     torch.manual_seed(seed)
     model = build(kind, overrides, pretrained, ytr.shape[1])
+    model_rate = getattr(model.config, "sampling_rate", sampling_rate)
+    if kind != "resnet1d" and model_rate != sampling_rate:
+        raise SystemExit(f"the model reads {model_rate} Hz but --sampling_rate is {sampling_rate}: set both")
     params = [p for p in model.parameters() if p.requires_grad]
     if layer_decay < 1:  # layer-wise learning-rate decay (weight decay on every parameter, as in the plain arm)
         from ecgnat_hf.training.optimization import layerwise_lr_param_groups
@@ -162,6 +180,7 @@ def main():
     ap.add_argument("--frac", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scaling", default="standardize", help="feature-extractor scaling: standardize, robust, center, none")
+    ap.add_argument("--sampling_rate", type=int, default=100, help="100 (bundled sample) or 500 (records500 of the shared subset)")
     ap.add_argument("--cv_folds", default="8", help="validation folds to cross-validate over (each trains on the rest of 1-8)")
     ap.add_argument("--layer_decay", type=float, default=1.0, help="layer-wise learning-rate decay (ECG-NAT; 1 = off)")
     ap.add_argument("--ema_decay", type=float, default=0.0, help="evaluate an EMA of the weights with this decay (0 = off)")
@@ -172,14 +191,14 @@ def main():
     folds = [int(x) for x in a.cv_folds.split(",")]
     for fold, s in itertools.product(folds, [int(x) for x in a.seeds.split(",")]):
         r = run(a.kind, json.loads(a.overrides), a.pretrained, s, a.steps, a.lr, frac=a.frac, scaling=a.scaling, val_fold=fold,
-                layer_decay=a.layer_decay, ema_decay=a.ema_decay)
+                layer_decay=a.layer_decay, ema_decay=a.ema_decay, sampling_rate=a.sampling_rate)
         r.update(seed=s, val_fold=fold)
         res.append(r)
         print(a.name, "fold", fold, "seed", s, "final %.3f best %.3f@%d" % (r["final"], r["best"], r["best_step"]), r["per_class"],
               {k: round(v, 3) for k, v in r["subsets"].items()}, r["seconds"], "s", flush=True)
     f = np.array([r["final"] for r in res])
     summ = dict(name=a.name, kind=a.kind, overrides=a.overrides, pretrained=a.pretrained, steps=a.steps, lr=a.lr, frac=a.frac,
-                scaling=a.scaling, layer_decay=a.layer_decay, ema_decay=a.ema_decay, cv_folds=a.cv_folds,
+                scaling=a.scaling, sampling_rate=a.sampling_rate, layer_decay=a.layer_decay, ema_decay=a.ema_decay, cv_folds=a.cv_folds,
                 final_mean=float(f.mean()), final_std=float(f.std()), best_mean=float(np.mean([r["best"] for r in res])),
                 subsets={k: float(np.mean([r["subsets"][k] for r in res])) for k in res[0]["subsets"]},
                 per_class={k: float(np.mean([r["per_class"].get(k, np.nan) for r in res])) for k in res[0]["per_class"]},
