@@ -66,6 +66,8 @@ def tiny(**kw) -> ECGNATConfig:
         (dict(finetune_amplitude_scale=1.0), "finetune_amplitude_scale"),
         (dict(finetune_noise_std=-0.1), "finetune_noise_std"),
         (dict(finetune_noise_std=float("nan")), "finetune_noise_std"),
+        (dict(finetune_time_shift_s=-1.0), "finetune_time_shift_s"),
+        (dict(finetune_baseline_wander=float("inf")), "finetune_baseline_wander"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -347,6 +349,64 @@ def test_augment_signal_gain_noise_and_absent_leads():
     assert (noisy[:, 6:] == 0).all()
     assert abs(float((noisy[:, :6] - x[:, :6]).std()) - 0.05) < 0.002
     assert augment_signal(x, mask) is x  # both off: untouched
+
+
+def test_augment_signal_time_shift_moves_all_leads_together():
+    g = torch.Generator().manual_seed(1)
+    t = 300
+    ramp = torch.arange(1, t + 1, dtype=torch.float32)
+    x = ramp.repeat(32, 12, 1) * torch.arange(1, 13, dtype=torch.float32)[None, :, None]  # lead k holds k * (1..t)
+    mask = torch.ones(32, 12, dtype=torch.bool)
+    mask[:, 9:] = False
+    out = augment_signal(x, mask, generator=g, max_shift=50)
+    assert (out[:, 9:] == 0).all()
+    shifts = []
+    for rec in range(32):
+        first = out[rec, 0]
+        inside = first != 0
+        # every present lead is the same shifted ramp: lead k / k equals lead 0 wherever lead 0 is inside
+        torch.testing.assert_close(out[rec, :9] / torch.arange(1, 10)[:, None].float(), first.expand(9, t))
+        n_in = int(inside.sum())
+        assert n_in >= t - 50
+        values = first[inside]
+        torch.testing.assert_close(values, values[0] + torch.arange(n_in, dtype=torch.float32))  # contiguous, in order
+        shifts.append(int(torch.nonzero(inside)[0]) if values[0] == 1 else -int(values[0] - 1))
+    assert max(shifts) > 20 and min(shifts) < -20  # both ways, up to max_shift
+    assert all(abs(s) <= 50 for s in shifts)
+
+
+def test_augment_signal_baseline_wander_is_slow_and_bounded():
+    g = torch.Generator().manual_seed(2)
+    x = torch.zeros(64, 12, 1000)
+    mask = torch.ones(64, 12, dtype=torch.bool)
+    mask[:, 0] = False
+    out = augment_signal(x, mask, generator=g, baseline_wander=0.2, sampling_rate=100.0)
+    assert (out[:, 0] == 0).all()
+    assert float(out.abs().max()) <= 0.2 + 1e-6 and float(out.abs().max()) > 0.1
+    # slow: a 0.05-0.5 Hz sinusoid at 100 Hz changes by at most 2 pi * 0.5 / 100 * size per sample
+    assert float(out.diff(dim=-1).abs().max()) <= 2 * math.pi * 0.5 / 100 * 0.2 + 1e-6
+    # one rhythm per record, its size differs per lead: leads are proportional to each other
+    rec = out[0, 1:]
+    ratio = rec[:, 10:-10] / rec[:1, 10:-10]
+    ok = rec[0, 10:-10].abs() > 1e-3
+    torch.testing.assert_close(ratio[:, ok], ratio[:, ok][:, :1].expand(-1, int(ok.sum())), rtol=1e-3, atol=1e-3)
+    assert float(out[:, 1:, :].abs().amax(-1).std()) > 0.02  # sizes vary
+
+
+def test_time_shift_and_wander_only_in_training():
+    config = tiny(finetune_lead_mask_prob=0.0, finetune_time_shift_s=1.0, finetune_baseline_wander=0.2, num_labels=2,
+                  classifier_dropout=0.0, supcon_weight=0.0, drop_path_rate=0.0)
+    model = ECGNATForSequenceClassification(config)
+    plain = ECGNATForSequenceClassification(tiny(finetune_lead_mask_prob=0.0, num_labels=2, classifier_dropout=0.0,
+                                                 supcon_weight=0.0, drop_path_rate=0.0))
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(4, 12, 800)
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, plain(x).logits)
+    model.train(), plain.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(x).logits, plain(x).logits)
 
 
 def test_signal_augmentation_only_in_training():

@@ -122,6 +122,11 @@ class ECGNATConfig(PreTrainedConfig):
             leads, so the leads' relative sizes are kept. 0 disables.
         finetune_noise_std (`float`): Gaussian noise added to every present lead during supervised training,
             in the extractor's output units (mV under ``scaling="center"``). 0 disables.
+        finetune_time_shift_s (`float`): during supervised training, each record is shifted in time by up to this
+            many seconds either way (all leads alike; the samples shifted in are zero). 0 disables.
+        finetune_baseline_wander (`float`): during supervised training, a slow sinusoid (0.05-0.5 Hz, one per
+            record) is added to every present lead, with a size per lead of up to this much, in the extractor's
+            output units. 0 disables.
         stem_norm (`str`): ``"token"`` (a LayerNorm on every lead's stem token and on every fused token),
             ``"fused"`` (on the fused token only) or ``"none"``. A per-lead token LayerNorm rescales each lead's
             20 ms token to unit size, so a flat baseline and a tall QRS enter the fusion with the same
@@ -167,6 +172,8 @@ class ECGNATConfig(PreTrainedConfig):
     finetune_lead_mask_prob: float | int = 0.0
     finetune_amplitude_scale: float | int = 0.0
     finetune_noise_std: float | int = 0.0
+    finetune_time_shift_s: float | int = 0.0
+    finetune_baseline_wander: float | int = 0.0
     stem_norm: str = "token"
 
     def __post_init__(self, **kwargs):
@@ -239,6 +246,10 @@ class ECGNATConfig(PreTrainedConfig):
             fail(f"finetune_amplitude_scale must be in [0, 1), got {self.finetune_amplitude_scale}.")
         if not 0.0 <= self.finetune_noise_std < float("inf"):
             fail(f"finetune_noise_std must be a finite number >= 0, got {self.finetune_noise_std}.")
+        if not 0.0 <= self.finetune_time_shift_s < float("inf"):
+            fail(f"finetune_time_shift_s must be a finite number of seconds >= 0, got {self.finetune_time_shift_s}.")
+        if not 0.0 <= self.finetune_baseline_wander < float("inf"):
+            fail(f"finetune_baseline_wander must be a finite number >= 0, got {self.finetune_baseline_wander}.")
         if self.stem_norm not in ("token", "fused", "none"):
             fail(f"stem_norm must be 'token', 'fused' or 'none', got {self.stem_norm!r}.")
         if self.lead_fusion not in ("attention", "mean"):

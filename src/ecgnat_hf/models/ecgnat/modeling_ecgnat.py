@@ -167,16 +167,37 @@ def random_lead_mask(lead_mask: torch.Tensor, probability: float, generator: tor
 
 
 def augment_signal(input_values: torch.Tensor, lead_mask: torch.Tensor, amplitude_scale: float = 0.0,
-                   noise_std: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training-time signal augmentation: one random gain per record (U(1 - s, 1 + s), all leads alike) and
-    Gaussian noise. Absent leads stay exactly zero, so the augmentation cannot invent a lead."""
-    if amplitude_scale <= 0 and noise_std <= 0:
+                   noise_std: float = 0.0, generator: torch.Generator | None = None, *, max_shift: int = 0,
+                   baseline_wander: float = 0.0, sampling_rate: float = 100.0) -> torch.Tensor:
+    """Training-time signal augmentation, each part off at 0:
+
+    - a time shift: each record moves by a whole number of samples from [-max_shift, max_shift], all its leads
+      alike (they were recorded together); the samples shifted in are 0, the baseline of a centred lead;
+    - one random gain per record, U(1 - s, 1 + s), all leads alike;
+    - baseline wander: one slow sinusoid per record (0.05-0.5 Hz, random phase, as breathing moves the baseline),
+      with a size drawn per lead from U(-baseline_wander, baseline_wander) in the input's units;
+    - Gaussian noise.
+
+    Absent leads stay exactly zero, so the augmentation cannot invent a lead."""
+    if amplitude_scale <= 0 and noise_std <= 0 and max_shift <= 0 and baseline_wander <= 0:
         return input_values
     x = input_values
-    b = x.shape[0]
+    b, n_leads, t = x.shape
+    if max_shift > 0:
+        shift = torch.randint(-max_shift, max_shift + 1, (b, 1), device=x.device, generator=generator)
+        source = torch.arange(t, device=x.device)[None, :] - shift
+        inside = (source >= 0) & (source < t)
+        x = x.gather(2, source.clamp(0, t - 1)[:, None, :].expand(b, n_leads, t))
+        x = torch.where(inside[:, None, :], x, torch.zeros((), dtype=x.dtype))
     if amplitude_scale > 0:
         gain = 1 + amplitude_scale * (2 * torch.rand(b, 1, 1, device=x.device, generator=generator) - 1)
         x = x * gain.to(x.dtype)
+    if baseline_wander > 0:
+        freq = 0.05 + 0.45 * torch.rand(b, 1, 1, device=x.device, generator=generator)
+        phase = 2 * math.pi * torch.rand(b, 1, 1, device=x.device, generator=generator)
+        size = baseline_wander * (2 * torch.rand(b, n_leads, 1, device=x.device, generator=generator) - 1)
+        seconds = torch.arange(t, device=x.device)[None, None, :] / float(sampling_rate)
+        x = x + (size * torch.sin(2 * math.pi * freq * seconds + phase)).to(x.dtype)
     if noise_std > 0:
         x = x + noise_std * torch.randn(x.shape, device=x.device, generator=generator).to(x.dtype)
     return torch.where(lead_mask[:, :, None].bool(), x, torch.zeros((), dtype=x.dtype))
@@ -737,11 +758,16 @@ class ECGNATForSequenceClassification(ECGNATPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         cfg = self.config
         if self.training and (cfg.finetune_lead_mask_prob > 0 or cfg.finetune_amplitude_scale > 0
-                              or cfg.finetune_noise_std > 0):
+                              or cfg.finetune_noise_std > 0 or cfg.finetune_time_shift_s > 0
+                              or cfg.finetune_baseline_wander > 0):
             lead_mask = _check_inputs(cfg, input_values, lead_mask)
             # augmentation: hide random leads so that one 12-lead fine-tuned checkpoint stays good on subsets
             lead_mask = random_lead_mask(lead_mask, cfg.finetune_lead_mask_prob)
-            input_values = augment_signal(input_values, lead_mask, cfg.finetune_amplitude_scale, cfg.finetune_noise_std)
+            input_values = augment_signal(
+                input_values, lead_mask, cfg.finetune_amplitude_scale, cfg.finetune_noise_std,
+                max_shift=int(round(cfg.finetune_time_shift_s * cfg.sampling_rate)),
+                baseline_wander=cfg.finetune_baseline_wander, sampling_rate=cfg.sampling_rate,
+            )
         outputs = self.ecgnat(
             input_values,
             lead_mask=lead_mask,
