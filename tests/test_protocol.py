@@ -96,3 +96,27 @@ def test_paired_bootstrap_interval():
     assert format_difference(res, "A", "B").startswith("A - B = +")
     with pytest.raises(ValueError, match="same records"):
         paired_bootstrap(y, good[:-1], noise)
+
+
+def test_per_class_paired_bootstrap():
+    from ecgnat_hf.metrics.comparison import per_class_paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((90, 3)) < 0.3).astype(float)
+    y[:, 2] = 0  # a class without a positive among the test records
+    good = y + rng.normal(0, 0.3, y.shape)
+    noise = rng.random(y.shape)
+    mixed = good.copy()
+    mixed[:, 1] = noise[:, 1]  # A is good on class 0 only; B is good on class 1 only
+    other = noise.copy()
+    other[:, 1] = good[:, 1]
+    rows = per_class_paired_bootstrap(y, [mixed, mixed], other, ["X", "Y", "Z"], n_boot=300)
+    assert [r["label"] for r in rows] == ["X", "Y", "Z"]
+    assert [r["n_positive"] for r in rows] == [int(y[:, 0].sum()), int(y[:, 1].sum()), 0]
+    assert rows[0]["ci_low"] > 0 and rows[1]["ci_high"] < 0  # the two classes point opposite ways
+    assert rows[2]["difference"] is None and rows[2]["a"] is None  # not scorable: no figure, not 0.5
+    with pytest.raises(ValueError, match="label names"):
+        per_class_paired_bootstrap(y, good, noise, ["X"])
+    with pytest.raises(ValueError, match="classes"):
+        per_class_paired_bootstrap(y, good[:, :2], noise)
+

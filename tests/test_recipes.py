@@ -180,6 +180,11 @@ def test_label_efficiency_table_and_plot(pretrained, tmp_path):
     assert pairs == [(f, a, b) for f in (0.1, 1.0) for a, b in (("ecgnat-pretrained", "ecgnat-tiny-scratch"),
                      ("ecgnat-pretrained", "resnet1d"), ("ecgnat-tiny-scratch", "resnet1d"))]
     assert "ecgnat-tiny-scratch - resnet1d = " in (out / "label_efficiency.md").read_text()
+    # and per class, with the test positives behind each interval
+    per_class = res["comparisons"][0]["per_class"]
+    assert [r["label"] for r in per_class] == ["CD", "HYP", "MI", "NORM", "STTC"]
+    assert all(r["n_records"] == per_class[0]["n_records"] for r in per_class)
+    assert "Per-class AUROC differences" in (out / "label_efficiency.md").read_text()
     n = {(r["model"], r["fraction"]): r["n_train"] for r in res["rows"]}
     assert n[("ecgnat-pretrained", 1.0)] == 48 and n[("ecgnat-pretrained", 0.1)] < 48
     for key in ("csv", "runs_csv", "markdown", "plot", "json"):

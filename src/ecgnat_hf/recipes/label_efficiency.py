@@ -93,6 +93,8 @@ def _markdown(summary: list[dict], metric: str, command: str, comparisons: list[
     if comparisons:
         lines += ["", "Paired differences on the same test records (bootstrap over records, repeats averaged):", ""]
         lines += [f"- {100 * c['fraction']:g}% labels: {c['text']}" for c in comparisons]
+        if comparisons[0].get("per_class"):
+            lines += _per_class_markdown(comparisons)
     if skipped_by_subset:
         from .finetune import skipped_records_note
 
@@ -135,6 +137,7 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
     test_scores: dict[tuple[str, float], list] = {}  # (arm, fraction) -> test probabilities per repeat
     skipped_by_subset: dict[str, list] = {}  # lead subset -> test records with none of its leads (not scored)
     test_labels = None
+    label_names = None
     for fraction in fractions:
         for rep in range(le_args.repeats):
             seed = training_args.seed + rep
@@ -143,6 +146,7 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
             d_args.label_fraction_seed = seed
             with training_args.main_process_first(desc="dataset preparation"):
                 prepared = prepare_classification_data(d_args, fe)
+            label_names = prepared.label_names
             for arm, over in arms:
                 m_args = copy.copy(model_args)
                 for k, v in over.items():
@@ -179,7 +183,8 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
                 if not le_args.save_models and trainer_is_main(training_args):
                     shutil.rmtree(run_dir, ignore_errors=True)
     summary = summarize(rows, le_args.metric)
-    comparisons = compare_arms(test_scores, test_labels, [a for a, _ in arms], fractions) if le_args.metric == "macro_auroc" else []
+    comparisons = (compare_arms(test_scores, test_labels, [a for a, _ in arms], fractions, label_names)
+                   if le_args.metric == "macro_auroc" else [])
     files = {}
     if trainer_is_main(training_args):
         from ..plotting.figures import plot_label_efficiency
@@ -212,12 +217,14 @@ def run_label_efficiency(model_args, data_args, training_args, eval_args, le_arg
             "lead_subset_skipped_records": skipped_by_subset, "output_dir": str(out_dir.resolve())}
 
 
-def compare_arms(test_scores: dict, labels, arm_names: list[str], fractions) -> list[dict]:
+def compare_arms(test_scores: dict, labels, arm_names: list[str], fractions,
+                 label_names: Sequence[str] | None = None) -> list[dict]:
     """Paired bootstrap intervals (test records resampled; each arm averaged over its repeats) for every pair of
-    arms, in arm order (the pretrained arm first), at each fraction."""
+    arms, in arm order (the pretrained arm first), at each fraction. Each row also carries ``per_class``: the
+    same interval for every class's AUROC, with its number of test positives."""
     from itertools import combinations
 
-    from ..metrics.comparison import compare_runs
+    from ..metrics.comparison import compare_runs, per_class_paired_bootstrap
 
     if labels is None or not arm_names:
         return []
@@ -225,8 +232,25 @@ def compare_arms(test_scores: dict, labels, arm_names: list[str], fractions) -> 
     for fraction in fractions:
         arms = {a: s for (a, f), s in test_scores.items() if f == float(fraction)}
         for row in compare_runs(labels, arms, list(combinations(arm_names, 2)), n_boot=2000, seed=0):
-            out.append({"fraction": float(fraction), **row})
+            per_class = per_class_paired_bootstrap(labels, arms[row["a_name"]], arms[row["b_name"]], label_names,
+                                                   n_boot=2000, seed=0)
+            out.append({"fraction": float(fraction), **row, "per_class": per_class})
     return out
+
+
+def _per_class_markdown(comparisons: list[dict]) -> list[str]:
+    """One table: a row per (fraction, pair), a column per class, each cell ``difference [interval]``."""
+    labels = [r["label"] for r in comparisons[0]["per_class"]]
+    n_pos = {r["label"]: r["n_positive"] for r in comparisons[0]["per_class"]}
+    lines = ["", "Per-class AUROC differences on the same test records (95% bootstrap interval; test positives in "
+                 "brackets: with few positives the interval is wide):", "",
+             "| labels | comparison | " + " | ".join(f"{n} ({n_pos[n]})" for n in labels) + " |",
+             "|---|---|" + "---|" * len(labels)]
+    for c in comparisons:
+        cells = ["n/a" if r["difference"] is None else f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+                 for r in c["per_class"]]
+        lines.append(f"| {100 * c['fraction']:g}% | {c['a_name']} − {c['b_name']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def trainer_is_main(training_args) -> bool:
