@@ -373,6 +373,8 @@ def test_augment_signal_time_shift_moves_all_leads_together():
         shifts.append(int(torch.nonzero(inside)[0]) if values[0] == 1 else -int(values[0] - 1))
     assert max(shifts) > 20 and min(shifts) < -20  # both ways, up to max_shift
     assert all(abs(s) <= 50 for s in shifts)
+    with pytest.raises(ValueError, match="finetune_time_shift_s"):  # would blank whole records
+        augment_signal(x, mask, max_shift=t)
 
 
 def test_augment_signal_baseline_wander_is_slow_and_bounded():

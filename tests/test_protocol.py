@@ -120,3 +120,19 @@ def test_per_class_paired_bootstrap():
     with pytest.raises(ValueError, match="classes"):
         per_class_paired_bootstrap(y, good[:, :2], noise)
 
+
+def test_resampled_auroc_equals_ranking_each_resample():
+    from ecgnat_hf.metrics.comparison import _resampled_auroc
+    from ecgnat_hf.metrics.functional import binary_auroc
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(40) < 0.2).astype(float)
+    score = np.round(rng.random(40), 1)  # many ties
+    idx = rng.integers(0, 40, (300, 40))
+    counts = np.zeros((300, 40))
+    np.add.at(counts, (np.arange(300)[:, None], idx), 1.0)
+    fast = _resampled_auroc(y, score, counts)
+    slow = np.array([binary_auroc(y[i], score[i]) for i in idx])
+    np.testing.assert_allclose(fast[np.isfinite(slow)], slow[np.isfinite(slow)], rtol=0, atol=1e-12)
+    assert np.array_equal(np.isnan(fast), np.isnan(slow))  # a resample without a positive: NaN in both
+

@@ -76,7 +76,11 @@ def paired_bootstrap(
         d = score(a, idx) - score(b, idx)
         if np.isfinite(d):  # a resample without any scorable class gives NaN: leave it out
             diffs.append(d)
-    diffs = np.asarray(diffs)
+    return _summary(point_a, point_b, np.asarray(diffs), confidence, n)
+
+
+def _summary(point_a: float, point_b: float, diffs: np.ndarray, confidence: float, n: int) -> dict:
+    """The result of a paired bootstrap from its point figures and its scorable resampled differences."""
     if diffs.size == 0:
         raise ValueError("no bootstrap resample could be scored (too few records with positives)")
     tail = (1 - confidence) / 2
@@ -93,14 +97,23 @@ def paired_bootstrap(
     }
 
 
-def _first_column_auroc(y_true, y_score) -> float:
-    return binary_auroc(y_true[:, 0], y_score[:, 0])
+def _resampled_auroc(y: np.ndarray, score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """One class's AUROC on every bootstrap resample at once. ``counts[k, i]`` is how often resample ``k`` drew
+    record ``i``; the AUROC is the count-weighted share of (positive, negative) pairs ranked the right way (ties
+    half), which is what ranking the resampled records gives. NaN where a resample has no positive or no
+    negative."""
+    pos = y > 0.5
+    s_pos, s_neg = score[pos], score[~pos]
+    right = (s_pos[:, None] > s_neg[None, :]) + 0.5 * (s_pos[:, None] == s_neg[None, :])
+    w_pos, w_neg = counts[:, pos], counts[:, ~pos]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("bi,ij,bj->b", w_pos, right, w_neg) / (w_pos.sum(1) * w_neg.sum(1))
 
 
 def per_class_paired_bootstrap(y_true, scores_a, scores_b, label_names: Sequence[str] | None = None,
                                n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[dict]:
     """:func:`paired_bootstrap` of each class's AUROC: one row per class, ``{"label", "n_positive", "a", "b",
-    "difference", "ci_low", "ci_high", ...}``.
+    "difference", "ci_low", "ci_high", ...}``. Every class is scored on the same resamples of the records.
 
     A class with few test positives has a wide interval, and the interval says so: with 8 positives, a
     per-class difference of 0.04 is rarely distinguishable from zero. A class without both positives and
@@ -108,22 +121,32 @@ def per_class_paired_bootstrap(y_true, scores_a, scores_b, label_names: Sequence
     made-up 0.5)."""
     y = np.asarray(y_true)
     a, b = _stack(scores_a), _stack(scores_b)
-    n_classes = y.shape[1]
+    n, n_classes = y.shape
+    if a.shape[1] != n or b.shape[1] != n:
+        raise ValueError(f"scores cover {a.shape[1]} and {b.shape[1]} records but y_true has {n}: "
+                         "a paired comparison needs both models scored on the same records")
     if a.shape[2] != n_classes or b.shape[2] != n_classes:
         raise ValueError(f"scores have {a.shape[2]} and {b.shape[2]} classes but y_true has {n_classes}")
-    names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(n_classes)]
+    names = [str(v) for v in label_names] if label_names is not None else [str(i) for i in range(n_classes)]
     if len(names) != n_classes:
         raise ValueError(f"{len(names)} label names for {n_classes} classes")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    idx = np.random.default_rng(seed).integers(0, n, (int(n_boot), n))
+    counts = np.zeros((int(n_boot), n))
+    np.add.at(counts, (np.arange(int(n_boot))[:, None], idx), 1.0)
     rows = []
     for c, name in enumerate(names):
         n_pos = int((y[:, c] > 0.5).sum())
-        row = {"label": name, "n_positive": n_pos, "n_records": int(y.shape[0])}
-        if n_pos == 0 or n_pos == y.shape[0]:
+        row = {"label": name, "n_positive": n_pos, "n_records": int(n)}
+        if n_pos == 0 or n_pos == n:
             rows.append({**row, "a": None, "b": None, "difference": None, "ci_low": None, "ci_high": None})
             continue
-        res = paired_bootstrap(y[:, c:c + 1], a[:, :, c:c + 1], b[:, :, c:c + 1], metric=_first_column_auroc,
-                               n_boot=n_boot, confidence=confidence, seed=seed)
-        rows.append({**res, **row})
+        point_a = float(np.mean([binary_auroc(y[:, c], run[:, c]) for run in a]))
+        point_b = float(np.mean([binary_auroc(y[:, c], run[:, c]) for run in b]))
+        diffs = (np.mean([_resampled_auroc(y[:, c], run[:, c], counts) for run in a], axis=0)
+                 - np.mean([_resampled_auroc(y[:, c], run[:, c], counts) for run in b], axis=0))
+        rows.append({**_summary(point_a, point_b, diffs[np.isfinite(diffs)], confidence, n), **row})
     return rows
 
 

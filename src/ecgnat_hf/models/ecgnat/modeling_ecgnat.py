@@ -184,6 +184,9 @@ def augment_signal(input_values: torch.Tensor, lead_mask: torch.Tensor, amplitud
     x = input_values
     b, n_leads, t = x.shape
     if max_shift > 0:
+        if max_shift >= t:
+            raise ValueError(f"a time shift of up to {max_shift} samples can move a {t}-sample input wholly out of its "
+                             "window (all zeros); lower finetune_time_shift_s below the input's length")
         shift = torch.randint(-max_shift, max_shift + 1, (b, 1), device=x.device, generator=generator)
         source = torch.arange(t, device=x.device)[None, :] - shift
         inside = (source >= 0) & (source < t)
