@@ -249,7 +249,7 @@ def _per_class_markdown(comparisons: list[dict]) -> list[str]:
     for c in comparisons:
         cells = ["n/a" if r["difference"] is None else f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
                  for r in c["per_class"]]
-        lines.append(f"| {100 * c['fraction']:g}% | {c['a_name']} − {c['b_name']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {100 * c['fraction']:g}% | {c['a_name']} - {c['b_name']} | " + " | ".join(cells) + " |")
     return lines
 
 
