@@ -33,6 +33,19 @@ def _stack(scores) -> np.ndarray:
     return arr
 
 
+def _paired_inputs(y_true, scores_a, scores_b, confidence: float):
+    """Labels and both arms' stacked scores, checked to cover the same records, with a valid confidence."""
+    y = np.asarray(y_true)
+    a, b = _stack(scores_a), _stack(scores_b)
+    n = y.shape[0]
+    if a.shape[1] != n or b.shape[1] != n:
+        raise ValueError(f"scores cover {a.shape[1]} and {b.shape[1]} records but y_true has {n}: "
+                         "a paired comparison needs both models scored on the same records")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return y, a, b
+
+
 def paired_bootstrap(
     y_true,
     scores_a,
@@ -55,14 +68,8 @@ def paired_bootstrap(
     "p_a_not_better"}``: ``a``/``b``/``difference`` on all records; ``p_a_not_better`` is the fraction of
     resamples in which A does not beat B (a one-sided bootstrap p-value).
     """
-    y = np.asarray(y_true)
-    a, b = _stack(scores_a), _stack(scores_b)
+    y, a, b = _paired_inputs(y_true, scores_a, scores_b, confidence)
     n = y.shape[0]
-    if a.shape[1] != n or b.shape[1] != n:
-        raise ValueError(f"scores cover {a.shape[1]} and {b.shape[1]} records but y_true has {n}: "
-                         "a paired comparison needs both models scored on the same records")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
     def score(arm, idx):
         return float(np.mean([metric(y[idx], run[idx]) for run in arm]))
@@ -119,19 +126,13 @@ def per_class_paired_bootstrap(y_true, scores_a, scores_b, label_names: Sequence
     per-class difference of 0.04 is rarely distinguishable from zero. A class without both positives and
     negatives among the test records cannot be scored; its row has ``None`` for every figure (never a
     made-up 0.5)."""
-    y = np.asarray(y_true)
-    a, b = _stack(scores_a), _stack(scores_b)
+    y, a, b = _paired_inputs(y_true, scores_a, scores_b, confidence)
     n, n_classes = y.shape
-    if a.shape[1] != n or b.shape[1] != n:
-        raise ValueError(f"scores cover {a.shape[1]} and {b.shape[1]} records but y_true has {n}: "
-                         "a paired comparison needs both models scored on the same records")
     if a.shape[2] != n_classes or b.shape[2] != n_classes:
         raise ValueError(f"scores have {a.shape[2]} and {b.shape[2]} classes but y_true has {n_classes}")
     names = [str(v) for v in label_names] if label_names is not None else [str(i) for i in range(n_classes)]
     if len(names) != n_classes:
         raise ValueError(f"{len(names)} label names for {n_classes} classes")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     idx = np.random.default_rng(seed).integers(0, n, (int(n_boot), n))
     counts = np.zeros((int(n_boot), n))
     np.add.at(counts, (np.arange(int(n_boot))[:, None], idx), 1.0)
