@@ -376,8 +376,8 @@ class CODE15(ECGDatasetBuilder):
         name = f"{row.part}:{int(row.exam_id)}"
         try:
             y = self._labels(row)
-        except LabelFileError as exc:
-            self._skip(name, exc)
+        except LabelFileError as exc:  # the message keeps the file, line and column
+            self._skip(name, str(exc), reason="LabelFileError")
             return None
         x = np.asarray(x, dtype=np.float32)
         nonzero = np.flatnonzero((x != 0).any(axis=1))  # NaN counts as non-zero: it is not padding
