@@ -398,3 +398,19 @@ def test_pretrain_on_mimic_plus_code15_and_finetune_on_code15(mimic, code15, tmp
     assert res["global_step"] == 2
     config = json.loads((ft / "config.json").read_text())
     assert list(config["id2label"].values()) == list(CODE15_LABELS)
+
+
+def test_numpy_writer_writes_what_wfdb_writes(tmp_path):
+    """The fast writer (for benchmark corpora) gives the same samples and header fields as ``wfdb.wrsamp``."""
+    sigs = [s for _, s in bundled_signals(500, 2)]
+    sigs[1][CANON.index("V4"), 10:20] = np.nan
+    a = write_mimic_iv_ecg(tmp_path / "a", sigs, [10000001, 10000002], writer="wfdb")
+    b = write_mimic_iv_ecg(tmp_path / "b", sigs, [10000001, 10000002], writer="numpy")
+    assert a == b
+    for p in a:
+        ra, rb = wfdb.rdrecord(str(tmp_path / "a" / p)), wfdb.rdrecord(str(tmp_path / "b" / p))
+        np.testing.assert_array_equal(ra.d_signal if ra.d_signal is not None else ra.adc(), rb.adc())
+        assert (ra.sig_name, ra.fs, ra.sig_len, ra.adc_gain, ra.checksum, ra.init_value) == \
+               (rb.sig_name, rb.fs, rb.sig_len, rb.adc_gain, rb.checksum, rb.init_value)
+        assert (tmp_path / "a" / (p + ".dat")).read_bytes() == (tmp_path / "b" / (p + ".dat")).read_bytes()
+    assert (tmp_path / "a" / "record_list.csv").read_text() == (tmp_path / "b" / "record_list.csv").read_text()

@@ -53,7 +53,6 @@ import datasets
 import numpy as np
 
 from ..errors import LabelFileError, SignalMismatchError
-from ..records import read_header
 from .common import (
     INVALID_LEAD_POLICIES,
     ECGBuilderConfig,
@@ -294,19 +293,23 @@ class MIMICIVECG(ECGDatasetBuilder):
 
     # ------------------------------------------------------------------ examples
     def _check_size(self, rec, signal, leads) -> None:
-        """The .dat must hold exactly what the header announces: more bytes mean the header and file disagree."""
-        h = read_header(rec.path)
-        if h["sig_len"] is None or len(h["files"]) != 1 or len(set(h["formats"])) != 1:
+        """The .dat must hold exactly what the header announces: more bytes mean the header and file disagree
+        (fewer are already a ``TruncatedSignalError`` of the reader). Uses what the reader found (no second
+        header parse): one signal file ``<record>.dat`` in one format, as MIMIC-IV-ECG writes them."""
+        formats = set(rec.metadata.get("format") or [])
+        sig_len = rec.metadata.get("record_samples")
+        dat = Path(rec.path + ".dat")
+        if len(formats) != 1 or not sig_len or not dat.is_file():
             return
-        fmt = h["formats"][0]
-        if fmt not in _BYTES_PER_SAMPLE:
+        bps = _BYTES_PER_SAMPLE.get(formats.pop())
+        if bps is None:
             return
-        dat = Path(rec.path).parent / h["files"][0]
+        n_sig = int(rec.signal.shape[0])
         size = dat.stat().st_size
-        need = int(math.ceil(h["sig_len"] * h["n_sig"] * _BYTES_PER_SAMPLE[fmt]))
+        need = int(math.ceil(sig_len * n_sig * bps))
         if size > need:
-            held = int(size // (h["n_sig"] * _BYTES_PER_SAMPLE[fmt]))
-            raise SignalMismatchError(rec.path, f"the header announces {h['sig_len']} samples per lead ({need} bytes) "
+            held = int(size // (n_sig * bps))
+            raise SignalMismatchError(rec.path, f"the header announces {sig_len} samples per lead ({need} bytes) "
                                       f"but {dat.name} holds {size} bytes ({held} samples per lead): header and "
                                       "signal file disagree")
 
