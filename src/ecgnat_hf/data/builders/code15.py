@@ -394,6 +394,8 @@ class CODE15(ECGDatasetBuilder):
         if read is None:
             return None
         rec, signal, leads = read
+        if rec.metadata.get("masked_leads"):
+            logger.info("%s: lead(s) %s hold NaN and are masked", name, ", ".join(rec.metadata["masked_leads"]))
         pid = _float_or_none(row.patient_id)
         male = _bool_or_none(getattr(row, "is_male", None))
         return {
