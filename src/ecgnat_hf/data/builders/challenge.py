@@ -99,7 +99,9 @@ class PhysioNetChallenge(ECGDatasetBuilder):
     BUILDER_CONFIG_CLASS = PhysioNetChallengeConfig
     BUILDER_CONFIGS = [PhysioNetChallengeConfig(name="default", description="Challenge 2021 scored classes")]
     DEFAULT_CONFIG_NAME = "default"
-    DEFAULT_WRITER_BATCH_SIZE = 64
+    # examples held in memory before a write: an INCART record (12 x 462,600 samples, 30 min at 257 Hz) costs
+    # ~30 MB there, so 64 of them took ~2 GB; 8 keeps it near 250 MB (measured: docs/corpora.md)
+    DEFAULT_WRITER_BATCH_SIZE = 8
 
     @property
     def classes(self):
