@@ -75,6 +75,7 @@ MIMIC_MEASUREMENT_COLUMNS = ("rr_interval", "p_onset", "p_end", "qrs_onset", "qr
 _TEXT_COLUMNS = ("cart_id", "bandwidth", "filtering")
 _REPORT_COLUMNS = tuple(f"report_{i}" for i in range(18))
 _RECORD_LIST_COLUMNS = ("subject_id", "study_id", "path")
+_SEP = "\x1f"  # joins the report statements of one record inside the index
 _CHUNK = 1000  # records per generator shard (num_proc / streaming workers split the list of chunks)
 _BYTES_PER_SAMPLE = {"16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5, "24": 3.0, "32": 4.0}
 _PATH_RE = re.compile(r"p(\d+)/s(\d+)/(\d+)$")
@@ -240,13 +241,18 @@ class MIMICIVECG(ECGDatasetBuilder):
             raise LabelFileError(f, "no study_id column")
         reports = [c for c in _REPORT_COLUMNS if c in mm.columns]
         out = pd.DataFrame({"study_id": mm["study_id"]})
-        stmts = mm[reports].astype(object).where(mm[reports].notna(), None).to_numpy() if reports else None
-        out["report_statements"] = ([[s.strip() for s in row if s is not None and s.strip()] for row in stmts]
-                                    if stmts is not None else [[] for _ in range(len(mm))])
+        # the statements as one string per record, separated by _SEP (split again per record when generating):
+        # a column of strings costs a fraction of 800,000 Python lists
+        joined = None
+        for c in reports:
+            col = mm[c].fillna("").str.strip()
+            joined = col if joined is None else joined + _SEP + col
+        out["report_joined"] = joined if joined is not None else ""
         for c in _TEXT_COLUMNS:
             out[c] = mm[c] if c in mm.columns else None
         for c in MIMIC_MEASUREMENT_COLUMNS:
-            out[c] = mm[c] if c in mm.columns else None
+            out[c] = (pd.to_numeric(mm[c], errors="coerce").astype("float32") if c in mm.columns
+                      else np.float32(np.nan))
         dup = out["study_id"].duplicated(keep="first")
         if dup.any():
             logger.warning("%s: %d duplicate study_id row(s); the first of each is used", f, int(dup.sum()))
@@ -264,7 +270,7 @@ class MIMICIVECG(ECGDatasetBuilder):
         mm = self._measurements(root)
         if mm is not None:
             df = df.merge(mm, on="study_id", how="left")
-            logger.info("%s: machine measurements for %d of %d records", root, int(df["report_statements"].notna().sum()),
+            logger.info("%s: machine measurements for %d of %d records", root, int(df["report_joined"].notna().sum()),
                         len(df))
         df = df.reset_index(drop=True)
         if cfg.record_ids is not None:  # a study id (the file name) or a record_list path
@@ -275,8 +281,9 @@ class MIMICIVECG(ECGDatasetBuilder):
         df = df.reset_index(drop=True)
         if df.empty:
             raise ValueError(f"no MIMIC-IV-ECG records found under {root}")
-        split = np.array([hash_split(s, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
-                          for s in df["subject_id"].astype("int64")])
+        subjects = df["subject_id"].astype("int64")
+        by_subject = {s: hash_split(s, cfg.validation_fraction, cfg.test_fraction, cfg.seed) for s in subjects.unique()}
+        split = subjects.map(by_subject).to_numpy()
         gens = []
         for name in ("train", "validation", "test"):
             part = df[split == name]
@@ -317,7 +324,7 @@ class MIMICIVECG(ECGDatasetBuilder):
         self._start_generation()
         cfg = self.config
         root = self._root()
-        has_mm = "report_statements" in (chunks[0].columns if chunks else [])
+        has_mm = "report_joined" in (chunks[0].columns if chunks else [])
         validate = self._check_size if cfg.check_file_size else None
         for chunk in chunks:
             for row in chunk.itertuples(index=False):
@@ -330,7 +337,8 @@ class MIMICIVECG(ECGDatasetBuilder):
                 masked = rec.metadata.get("masked_leads", [])
                 if masked:
                     logger.info("%s: lead(s) %s hold invalid samples and are masked", rel, ", ".join(masked))
-                stmts = list(row.report_statements) if has_mm and isinstance(row.report_statements, list) else []
+                joined = _text_or_none(row.report_joined) if has_mm else None
+                stmts = [t for t in joined.split(_SEP) if t] if joined else []
                 ex = {
                     "record_id": rec.record_id,
                     "path": rel,
