@@ -177,37 +177,23 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
     if len(names) != x.shape[0]:
         raise ECGInputError(f"{where}: {len(names)} lead names for {x.shape[0]} leads")
     usable, flags, lead_flags, ranges = [], [], {}, []
-    # leads without NaN/inf (the usual case) get their statistics in one vectorised pass (the same numbers as
-    # lead by lead: percentiles along the sample axis); the others lead by lead over their finite samples
-    whole = np.isfinite(x).all(axis=1) & (x.shape[1] >= 2) if x.size else np.zeros(x.shape[0], dtype=bool)
-    stats = {}
-    if whole.any():
-        xs = x[whole]
-        lo_hi = np.percentile(xs, [1, 99], axis=1)
-        pinned_all = np.maximum((xs >= xs.max(axis=1, keepdims=True)).sum(1), (xs <= xs.min(axis=1, keepdims=True)).sum(1))
-        for j, i in enumerate(np.flatnonzero(whole)):
-            stats[int(i)] = (float(lo_hi[1, j] - lo_hi[0, j]), int(pinned_all[j]), xs.shape[1])
     for i, name in enumerate(names):
-        row = None if i in stats else x[i][np.isfinite(x[i])]
+        row = x[i][np.isfinite(x[i])]
         mine = []
         ok = True
-        if row is not None and row.size < 2:
+        if row.size < 2:
             mine.append("no samples" if row.size == 0 else "a single sample")
             ok = False
             ranges.append(0.0)
         else:
-            if row is None:
-                rng, n_pinned, n = stats[i]
-            else:
-                lo, hi = np.percentile(row, [1, 99])
-                rng, n = float(hi - lo), row.size
-                n_pinned = max(int((row >= row.max()).sum()), int((row <= row.min()).sum()))
+            lo, hi = np.percentile(row, [1, 99])
+            rng = float(hi - lo)
             ranges.append(rng)
             if rng < th.flat_range_mv:
                 mine.append(f"flat (range {rng:.3f} mV)")
                 ok = False
             else:
-                pinned = n_pinned / n
+                pinned = max(int((row >= row.max()).sum()), int((row <= row.min()).sum())) / row.size
                 if pinned >= th.saturation_fraction:
                     mine.append(f"saturated ({pinned:.0%} of samples at the rails)")
                     ok = ok and not th.mask_saturated
