@@ -100,7 +100,7 @@ class PhysioNetChallenge(ECGDatasetBuilder):
     BUILDER_CONFIGS = [PhysioNetChallengeConfig(name="default", description="Challenge 2021 scored classes")]
     DEFAULT_CONFIG_NAME = "default"
     # examples held in memory before a write: an INCART record (12 x 462,600 samples, 30 min at 257 Hz) costs
-    # ~30 MB there, so 64 of them took ~2 GB; 8 keeps it near 250 MB (measured: docs/corpora.md)
+    # ~65 MB there (measured, docs/corpora.md), so 64 of them would hold ~4 GB; 8 keeps it near 0.5 GB
     DEFAULT_WRITER_BATCH_SIZE = 8
 
     @property
