@@ -42,7 +42,8 @@ COMMON_TRAINING_DEFAULTS: dict[str, Any] = {
     "dataloader_pin_memory": _cuda_available(),
 }
 
-_DATASET_CARD_NAMES = {"sample": "PTB-XL", "ptbxl": "PTB-XL", "challenge": "cinc2021"}
+_DATASET_CARD_NAMES = {"sample": "PTB-XL", "ptbxl": "PTB-XL", "challenge": "cinc2021", "mimic-iv-ecg": "mimic-iv-ecg",
+                       "code15": "code15"}
 
 
 def setup_runtime(model_args=None) -> int:

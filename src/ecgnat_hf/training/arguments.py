@@ -174,7 +174,7 @@ def _split_top_level(text: str) -> list[str]:
 class DataArguments:
     """Which data, which splits, how much of it."""
 
-    dataset: str = field(default="sample", metadata={"help": "sample (bundled PTB-XL 100 Hz subset), ptbxl, challenge or folder."})
+    dataset: str = field(default="sample", metadata={"help": "sample (bundled PTB-XL 100 Hz subset), ptbxl, challenge, folder, mimic-iv-ecg or code15."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of the data (not needed for 'sample')."})
     task: str = field(default="superdiagnostic", metadata={"help": "PTB-XL task: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm."})
     sampling_rate: int | None = field(
@@ -188,9 +188,9 @@ class DataArguments:
     labels_csv: str | None = field(default=None, metadata={"help": "folder: labels CSV (see ECGFolder); none -> unlabelled."})
     label_type: str = field(default="multi_label", metadata={"help": "folder: multi_label or single_label."})
     challenge_sources: str | None = field(default=None, metadata={"help": "challenge: comma list of sources to keep (e.g. 'Georgia,PTB-XL')."})
-    validation_fraction: float = field(default=0.1, metadata={"help": "folder/challenge: fraction held out for validation."})
-    test_fraction: float = field(default=0.1, metadata={"help": "folder/challenge: fraction held out for test."})
-    split_seed: int = field(default=0, metadata={"help": "Seed of random splits (folder/challenge)."})
+    validation_fraction: float = field(default=0.1, metadata={"help": "folder/challenge/mimic-iv-ecg/code15: fraction held out for validation (the corpora: of subjects / patients)."})
+    test_fraction: float = field(default=0.1, metadata={"help": "folder/challenge/mimic-iv-ecg/code15: fraction held out for test (the corpora: of subjects / patients)."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of random splits (folder/challenge; the subject / patient hash of mimic-iv-ecg/code15)."})
     max_records: int | None = field(default=None, metadata={"help": "Read only the first N records of the source (quick runs)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples (after label_fraction)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
@@ -230,16 +230,17 @@ class DataArguments:
     )
     extra_sources: list[str] = field(
         default_factory=list,
-        metadata={"help": "Pretraining: more unlabelled sources, 'kind:path' with kind ptbxl, challenge, folder or sample "
+        metadata={"help": "Pretraining: more unlabelled sources, 'kind:path' with kind ptbxl, challenge, folder, sample, mimic-iv-ecg "
+                          "or code15 "
                           "(e.g. challenge:/data/cinc2021 folder:/data/holter)."},
     )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for prepared builders."})
 
     def __post_init__(self):
         self.dataset = self.dataset.lower()
-        if self.dataset not in ("sample", "ptbxl", "challenge", "folder"):
-            raise ValueError(f"--dataset must be sample, ptbxl, challenge or folder, got {self.dataset!r}")
-        if self.dataset in ("ptbxl", "challenge", "folder") and not self.data_dir:
+        if self.dataset not in ("sample", "ptbxl", "challenge", "folder", "mimic-iv-ecg", "code15"):
+            raise ValueError(f"--dataset must be sample, ptbxl, challenge, folder, mimic-iv-ecg or code15, got {self.dataset!r}")
+        if self.dataset in ("ptbxl", "challenge", "folder", "mimic-iv-ecg", "code15") and not self.data_dir:
             raise ValueError(f"--dataset {self.dataset} needs --data_dir")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"--label_fraction must be in (0, 1], got {self.label_fraction}")
@@ -249,8 +250,9 @@ class DataArguments:
         self.extra_sources = [s for item in self.extra_sources for s in str(item).split() if s]
         for src in self.extra_sources:
             kind = src.split(":", 1)[0].lower()
-            if kind not in ("ptbxl", "challenge", "folder", "sample"):
-                raise ValueError(f"--extra_sources item {src!r}: expected kind:path with kind ptbxl, challenge, folder or sample")
+            if kind not in ("ptbxl", "challenge", "folder", "sample", "mimic-iv-ecg", "code15"):
+                raise ValueError(f"--extra_sources item {src!r}: expected kind:path with kind ptbxl, challenge, folder, "
+                                 "sample, mimic-iv-ecg or code15")
         parse_lead_subset(self.leads)  # validate early
         from ..data.labels import DUPLICATE_ROW_POLICIES, EMPTY_LABEL_POLICIES
         from ..data.leads import parse_lead_names

@@ -44,6 +44,9 @@ __all__ = [
 
 _CACHE: dict[str, Any] = {}
 
+#: the large corpora (their own builders, split by subject / patient with a hash, so a test split is fixed)
+CORPUS_KINDS = ("mimic-iv-ecg", "code15")
+
 
 def clear_cache() -> None:
     """Forget the in-memory prepared datasets (they are rebuilt from the ``datasets`` cache on demand)."""
@@ -90,7 +93,8 @@ def _default_folds(data_args) -> tuple[tuple, tuple, tuple]:
 
 
 def make_builder(kind: str, data_dir: str | None, data_args, model_rate: float, labelled: bool = True):
-    """A data-layer builder for ``kind`` (sample, ptbxl, challenge, folder) and its dataset name."""
+    """A data-layer builder for ``kind`` (sample, ptbxl, challenge, folder, mimic-iv-ecg, code15) and its dataset
+    name. The corpus kinds split by subject / patient (``validation_fraction``, ``test_fraction``, ``split_seed``)."""
     from ..data.builders import PTBXL, ECGFolder, PhysioNetChallenge
 
     common = dict(cache_dir=data_args.cache_dir)
@@ -122,6 +126,14 @@ def make_builder(kind: str, data_dir: str | None, data_args, model_rate: float, 
                 if getattr(data_args, opt, None):
                     kw[opt] = getattr(data_args, opt)
         return ECGFolder(data_dir=str(data_dir), **kw), "ECG folder"
+    if kind in CORPUS_KINDS:
+        from ..data.builders import CODE15, MIMICIVECG
+
+        kw = dict(common, validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
+                  seed=data_args.split_seed)
+        if kind == "code15":
+            return CODE15(data_dir=str(data_dir), **kw), "CODE-15 %"
+        return MIMICIVECG(data_dir=str(data_dir), **kw), "MIMIC-IV-ECG"
     raise ValueError(f"unknown dataset kind {kind!r}")
 
 
@@ -133,8 +145,10 @@ def load_splits(builder, data_args) -> "datasets.DatasetDict":  # noqa: F821
     builder.download_and_prepare()
     dd = builder.as_dataset()
     dd = datasets.DatasetDict(dict(dd))
-    if data_args.dataset in ("sample", "ptbxl"):
-        return dd  # PTB-XL splits are its folds: a split left out (e.g. --validation_folds none) stays out
+    if data_args.dataset in ("sample", "ptbxl", *CORPUS_KINDS):
+        # PTB-XL splits are its folds: a split left out (e.g. --validation_folds none) stays out; the corpora split
+        # by subject / patient, which drawing records from train here would break
+        return dd
     if "train" in dd and "test" not in dd and data_args.test_fraction > 0 and len(dd["train"]) >= 10:
         parts = dd["train"].train_test_split(test_size=data_args.test_fraction, seed=data_args.split_seed)
         dd["train"], dd["test"] = parts["train"], parts["test"]
@@ -366,7 +380,7 @@ def prepare_pretraining_data(data_args, feature_extractor, eval_fraction: float 
                                                 f"windows {name} validation", naming, skipped))
             else:
                 for s in dd:
-                    if kind in ("sample", "ptbxl") and s == "test":
+                    if kind in ("sample", "ptbxl", *CORPUS_KINDS) and s == "test":
                         continue
                     train_parts.append(_featurize(dd[s], feature_extractor, mode, False, f"windows {name} {s}",
                                                   naming, skipped))

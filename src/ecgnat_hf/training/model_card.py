@@ -99,6 +99,11 @@ DATASET_LICENSES: dict[str, dict[str, str]] = {
         "license": "ODbL-1.0",
         "url": "https://physionet.org/content/mimic-iv-ecg/1.0/",
     },
+    "code15": {
+        "name": "CODE-15 % (Ribeiro et al. 2021, Zenodo)",
+        "license": "CC-BY-4.0",
+        "url": "https://zenodo.org/records/4916206",
+    },
 }
 
 # metric names -> Hub metric ids (https://hf.co/metrics); anything else keeps its own name

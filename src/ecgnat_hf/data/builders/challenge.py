@@ -12,6 +12,11 @@ and by part: ``training/georgia/g1/E00001.hea``). Each example keeps:
 * the signal at its native sampling rate and length (resampling is the feature extractor's job),
   12 leads in canonical order, as a nested float32 list (variable length; see ``common``).
 
+Records left out are reported in ``builder.skipped`` under their path relative to ``data_dir`` (without
+extension): reader errors with their class name; a ``.mat`` without its ``.hea`` (some Ningbo files of the 2021
+release) as ``MissingFileError`` under its ``.mat`` path. The sources' own rates and lengths are kept (PTB 1000 Hz,
+INCART 257 Hz and 30 min, the others 500 Hz); the feature extractor resamples and windows them.
+
 Only a ``train`` split is produced: the hidden Challenge test sets are not public. Split by
 ``source`` (leave-one-source-out) or with ``Dataset.train_test_split``.
 """
@@ -26,6 +31,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from ..errors import MissingFileError
 from ..labels import codes_to_multi_hot, load_challenge_classes
 from .common import ECGBuilderConfig, ECGDatasetBuilder, _float_or_none, find_records, normalize_sex, signal_feature
 
@@ -93,7 +99,9 @@ class PhysioNetChallenge(ECGDatasetBuilder):
     BUILDER_CONFIG_CLASS = PhysioNetChallengeConfig
     BUILDER_CONFIGS = [PhysioNetChallengeConfig(name="default", description="Challenge 2021 scored classes")]
     DEFAULT_CONFIG_NAME = "default"
-    DEFAULT_WRITER_BATCH_SIZE = 64
+    # examples held in memory before a write: an INCART record (12 x 462,600 samples, 30 min at 257 Hz) costs
+    # ~65 MB there (measured, docs/corpora.md), so 64 of them would hold ~4 GB; 8 keeps it near 0.5 GB
+    DEFAULT_WRITER_BATCH_SIZE = 8
 
     @property
     def classes(self):
@@ -141,14 +149,14 @@ class PhysioNetChallenge(ECGDatasetBuilder):
         root = Path(self.config.data_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: not a folder")
-        recs = find_records(root)
+        recs = find_records(root, include_matlab=True)  # a .mat without its .hea is reported, not silently dropped
         if self.config.sources is not None:
             wanted = {s.lower() for s in self.config.sources}
             unknown = wanted - {s.lower() for s in CHALLENGE_SOURCES}
             if unknown:
                 raise ValueError(f"unknown Challenge source(s) {sorted(unknown)}; expected {CHALLENGE_SOURCES}")
             recs = [r for r in recs if (infer_source(r) or "").lower() in wanted]
-        return self._select(recs, key=lambda p: p.name)
+        return self._select(recs, key=lambda p: p.stem if p.suffix.lower() == ".mat" else p.name)
 
     def _split_generators(self, dl_manager):
         recs = self._records()
@@ -161,8 +169,18 @@ class PhysioNetChallenge(ECGDatasetBuilder):
         self._start_generation()
         classes = self.classes
         n_classes = len(classes)
+        root = Path(self.config.data_dir)
         for path in paths:
-            read = self._read_or_skip(path, min_samples=self.config.min_samples)
+            try:  # reported as the path under data_dir (without extension; a header-less .mat keeps its .mat)
+                name = Path(path).relative_to(root).as_posix()
+            except ValueError:
+                name = str(path)
+            if str(path).lower().endswith(".mat"):
+                self._skip(name, MissingFileError(path, f"no header {Path(path).stem}.hea beside the signal file: the "
+                                                  "sampling rate, gains and lead names are unknown (some Ningbo .mat files "
+                                                  "of the Challenge 2021 release have none)"))
+                continue
+            read = self._read_or_skip(path, min_samples=self.config.min_samples, name=name)
             if read is None:
                 continue
             rec, signal, leads = read

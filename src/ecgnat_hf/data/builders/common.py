@@ -25,6 +25,7 @@ for 12 x 1000 float32 on one core).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,9 +40,9 @@ from typing import Iterable, Sequence
 import datasets
 import numpy as np
 
-from ..errors import ECGDataError, SignalTooShortError
+from ..errors import ECGDataError, InvalidSignalError, SignalTooShortError
 from ..leads import CANONICAL_LEADS, lead_indices
-from ..quality import QualityThresholds, check_record_quality
+from ..quality import QualityThresholds, check_signal_quality
 from ..records import read_record
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,15 @@ __all__ = [
     "load_parquet",
     "normalize_sex",
     "find_records",
+    "drop_invalid_leads",
+    "INVALID_LEAD_POLICIES",
+    "hash_split",
 ]
+
+#: what a builder does with a lead holding NaN / the format's invalid-sample value (WFDB -32768 in format 16):
+#: ``"skip"`` the whole record (reason ``InvalidSignalError``) or ``"mask"`` that lead (dropped from
+#: ``signal``/``lead_names``, so the feature extractor marks it absent: ``lead_mask`` 0, never imputed)
+INVALID_LEAD_POLICIES = ("skip", "mask")
 
 SKIPPED_FILE = "skipped_records.json"
 
@@ -145,6 +154,44 @@ def canonical_order(signal: np.ndarray, lead_names: Sequence[str], record: str |
     if np.array_equal(order, np.arange(len(order))):
         return signal, list(CANONICAL_LEADS)
     return np.ascontiguousarray(signal[order]), list(CANONICAL_LEADS)
+
+
+def drop_invalid_leads(signal: np.ndarray, lead_names: Sequence[str], record: str | None = None):
+    """``(signal, lead_names, masked)`` without the leads that hold any non-finite sample (NaN, inf: the
+    WFDB invalid-sample value -32768 of format 16 is read as NaN). ``masked`` names the dropped leads.
+    Their samples are not interpolated or zeroed here: a dropped lead is *absent*, and the feature
+    extractor gives it ``lead_mask`` 0. :class:`InvalidSignalError` when no lead is left."""
+    x = np.asarray(signal)
+    names = list(lead_names)
+    if x.size == 0:
+        return x, names, []
+    ok = np.isfinite(x).all(axis=1)
+    if ok.all():
+        return x, names, []
+    masked = [names[i] for i in np.flatnonzero(~ok)]
+    if not ok.any():
+        n_bad = int((~np.isfinite(x)).sum())
+        raise InvalidSignalError(record, f"every lead holds invalid samples (NaN / the format's invalid value; "
+                                 f"{n_bad} of {x.size} samples), nothing left to keep")
+    return np.ascontiguousarray(x[ok]), [n for n, k in zip(names, ok) if k], masked
+
+
+def hash_split(group, validation_fraction: float, test_fraction: float, seed: int = 0) -> str:
+    """``"train"``, ``"validation"`` or ``"test"`` for one group (a subject, a patient) from a hash of
+    ``seed`` and the group: the same group always lands in the same split, whatever other records are
+    present, so a corpus can be split by subject record by record (no table of all subjects) and a partial
+    download splits the same way as the whole. About ``test_fraction`` of the groups go to test and
+    ``validation_fraction`` to validation."""
+    if not 0 <= validation_fraction < 1 or not 0 <= test_fraction < 1 or validation_fraction + test_fraction >= 1:
+        raise ValueError(f"validation_fraction {validation_fraction} and test_fraction {test_fraction} must be in [0, 1) "
+                         "and leave some training data")
+    h = hashlib.blake2b(f"{int(seed)}:{group}".encode(), digest_size=8).digest()
+    u = int.from_bytes(h, "little") / 2.0**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + validation_fraction:
+        return "validation"
+    return "train"
 
 
 def signal_feature(n_leads: int | None = None, n_samples: int | None = None):
@@ -265,29 +312,60 @@ class ECGDatasetBuilder(datasets.GeneratorBasedBuilder):
             items = items[: int(cfg.max_records)]
         return items
 
-    def _read_or_skip(self, path, min_samples: int = 0, validate=None, **read_kwargs):
+    def _read_or_skip(self, path, min_samples: int = 0, validate=None, *, name=None, invalid_leads: str = "skip",
+                      **read_kwargs):
         """``(record, signal, lead_names)`` with leads placed, or ``None`` after reporting the record in
         ``skipped``: typed data errors keep their class as the reason, anything else is 'unreadable'.
 
         Every builder reads through here, so every builder applies the same checks in the same order: the
-        reader's own, ``min_samples``, the signal-quality check (``config.quality_check``, thresholds
-        ``config.quality_thresholds``: a record with no usable lead is left out with reason
-        ``NoUsableLeadError``), then ``validate(record, signal, lead_names)``, a builder's own expectations
-        (PTB-XL: rate and shape), which raises an :class:`ECGDataError` to leave the record out."""
+        reader's own, then :meth:`_accept_or_skip` (invalid leads, ``min_samples``, signal quality, the
+        builder's ``validate``). ``name``: how the record is named in ``skipped`` (default: ``path``; the
+        corpus builders give the path as the dataset's own index writes it). ``invalid_leads``: ``"skip"``
+        (a record holding NaN / the format's invalid-sample value is left out, reason
+        ``InvalidSignalError``) or ``"mask"`` (such leads are dropped, see :func:`drop_invalid_leads`)."""
+        name = str(path) if name is None else str(name)
+        if invalid_leads not in INVALID_LEAD_POLICIES:
+            raise ValueError(f"invalid_leads must be one of {INVALID_LEAD_POLICIES}, got {invalid_leads!r}")
+        if invalid_leads == "mask":
+            read_kwargs["check_finite"] = False
         try:
             rec = read_record(path, **read_kwargs)
-            if rec.signal.shape[1] < max(int(min_samples), 1):
-                raise SignalTooShortError(path, f"only {rec.signal.shape[1]} samples (min_samples={max(int(min_samples), 1)})")
-            if getattr(self.config, "quality_check", True):
-                check_record_quality(rec, getattr(self.config, "quality_thresholds", None), require_usable=True)
+        except ECGDataError as exc:
+            self._skip(name, exc)
+            return None
+        except Exception as exc:
+            self._skip(name, exc, reason=f"unreadable ({type(exc).__name__})")
+            return None
+        return self._accept_or_skip(rec, name, min_samples=min_samples, validate=validate, invalid_leads=invalid_leads)
+
+    def _accept_or_skip(self, rec, name, *, min_samples: int = 0, validate=None, invalid_leads: str = "skip"):
+        """The checks every record passes after reading, in this order: leads placed (canonical order),
+        invalid leads (``invalid_leads="mask"``: dropped and listed in ``rec.metadata["masked_leads"]``;
+        ``"skip"``: a non-finite sample leaves the record out), ``min_samples``, the signal-quality check
+        (``config.quality_check``, thresholds ``config.quality_thresholds``: a record with no usable lead is
+        left out with reason ``NoUsableLeadError``), then ``validate(record, signal, lead_names)``, a
+        builder's own expectations (PTB-XL: rate and shape), which raises an :class:`ECGDataError` to leave
+        the record out. Returns ``(record, signal, lead_names)`` or ``None`` after reporting ``name``."""
+        try:
             signal, leads = self._place_leads(rec)
+            if invalid_leads == "mask":
+                signal, leads, masked = drop_invalid_leads(signal, leads, rec.path)
+                rec.metadata["masked_leads"] = masked
+            elif signal.size and not np.isfinite(signal).all():
+                bad = [leads[i] for i in np.flatnonzero(~np.isfinite(signal).all(axis=1))]
+                raise InvalidSignalError(rec.path, f"non-finite (NaN / invalid-value) samples in lead(s) {', '.join(bad)}")
+            if signal.shape[1] < max(int(min_samples), 1):
+                raise SignalTooShortError(rec.path, f"only {signal.shape[1]} samples (min_samples={max(int(min_samples), 1)})")
+            if getattr(self.config, "quality_check", True):
+                check_signal_quality(signal, rec.sampling_rate, leads, getattr(self.config, "quality_thresholds", None),
+                                     record=rec.path, require_usable=True)
             if validate is not None:
                 validate(rec, signal, leads)
         except ECGDataError as exc:
-            self._skip(path, exc)
+            self._skip(name, exc)
             return None
         except Exception as exc:
-            self._skip(path, exc, reason=f"unreadable ({type(exc).__name__})")
+            self._skip(name, exc, reason=f"unreadable ({type(exc).__name__})")
             return None
         return rec, signal, leads
 
