@@ -161,7 +161,8 @@ def load_pack(path: str | os.PathLike) -> Pack:
     z = np.load(path, allow_pickle=False)
     meta = json.loads(str(z["meta"]))
     return Pack(ecg_id=z["ecg_id"], fold=z["fold"], signal=z["signal_uv"].astype(np.float32) / 1000.0,
-                lead_mask=z["lead_mask"], labels={t: z[f"y_{t}"] for t in meta["tasks"]}, classes=meta["tasks"])
+                lead_mask=z["lead_mask"], labels={t: z[f"y_{t}"] for t in meta["tasks"]}, classes=meta["tasks"],
+                quantized_uv=float(meta.get("quantized_uv", 0.0)))
 
 
 # -------------------------------------------------------------------------------- compact transport form
@@ -801,6 +802,8 @@ def run_plan(pack_path: str, out: str, workers: int = 8, deadline_s: float = 540
         else:
             n_err += 1
             log(f"[{time.time() - t_start:5.0f}s] FAILED {key}:\n{row}")
+            if kind == "pretrain":  # the runs that start from it cannot run
+                queue = [j for j in queue if j[1].get("pretrained") != key]
     for _ in procs:
         jobs_q.put(None)
     for pr in procs:
@@ -944,6 +947,68 @@ def ship(results_dir, data_dir, output_root="checkpoints", names=None, progress:
         written.append(out)
     return written
 
+def markdown_report(results: Results, pack: Pack, n_boot: int = 1000) -> str:
+    """The README's tables from a results folder (dev protocol: test fold 9, weights chosen on fold 8)."""
+    from collections import defaultdict
+
+    rows = [r for r in results.rows() if r.get("spec", {}).get("protocol") == "dev" and "test_auroc" in r]
+    arms = defaultdict(list)
+    for r in rows:
+        s = r["spec"]
+        arms[(s["task"], s["model"], s["init"] if s["model"].startswith("ecgnat") else "scratch", s["fraction"])].append(r)
+
+    def fmt(rs, key="test_auroc"):
+        v = np.array([r[key] for r in rs])
+        return f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "") + f" ({len(v)})"
+
+    def diff(task, a, b):
+        ka = sorted(r["key"] for r in arms[a])
+        kb = sorted(r["key"] for r in arms[b])
+        seeds = sorted({r["spec"]["seed"] for r in arms[a]} & {r["spec"]["seed"] for r in arms[b]})
+        ka = [r["key"] for r in arms[a] if r["spec"]["seed"] in seeds]
+        kb = [r["key"] for r in arms[b] if r["spec"]["seed"] in seeds]
+        if not ka or not kb:
+            return "n/a"
+        d = paired(results, pack, ka, kb, task, n_boot=n_boot)
+        return f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+    nat_models = sorted({k[1] for k in arms if k[1].startswith("ecgnat") and k[2] == "pretrained" and k[3] == 1.0})
+    main_nat = max(nat_models, key=lambda m: len(arms[("superdiagnostic", m, "pretrained", 1.0)])) if nat_models else None
+    out = ["| task | ECG-NAT (" + str(main_nat) + ", pretrained) | ResNet1d | ECG-NAT − ResNet1d, 95% CI | "
+           "published resnet1d_wang / xresnet1d101 (fold 10) |", "|---|---|---|---|---|"]
+    for task in TASKS:
+        a, b = (task, main_nat, "pretrained", 1.0), (task, "resnet1d", "scratch", 1.0)
+        if not arms.get(a) or not arms.get(b):
+            continue
+        out.append(f"| {task} | {fmt(arms[a])} | {fmt(arms[b])} | {diff(task, a, b)} | "
+                   f"{PUBLISHED['resnet1d_wang'][task]:.3f} / {PUBLISHED['xresnet1d101'][task]:.3f} |")
+    out += ["", "| superdiagnostic, labels | ECG-NAT pretrained | ECG-NAT scratch | ResNet1d | linear probe | "
+            "pretrained − scratch | pretrained − ResNet1d |", "|---|---|---|---|---|---|---|"]
+    for f in (0.01, 0.1, 1.0):
+        pre, scr = ("superdiagnostic", main_nat, "pretrained", f), ("superdiagnostic", main_nat, "scratch", f)
+        res, probe = ("superdiagnostic", "resnet1d", "scratch", f), ("superdiagnostic", main_nat, "probe", f)
+        cell = lambda k: fmt(arms[k]) if arms.get(k) else "–"  # noqa: E731
+        n = arms[pre][0]["n_train"] if arms.get(pre) else "?"
+        out.append(f"| {f:.0%} ({n} records) | {cell(pre)} | {cell(scr)} | {cell(res)} | {cell(probe)} | "
+                   f"{diff('superdiagnostic', pre, scr) if arms.get(scr) and arms.get(pre) else '–'} | "
+                   f"{diff('superdiagnostic', pre, res) if arms.get(res) and arms.get(pre) else '–'} |")
+    sub_rows = [("superdiagnostic", main_nat, "pretrained", 1.0), ("superdiagnostic", "resnet1d", "scratch", 1.0)]
+    if all(arms.get(k) and "test_auroc_I" in arms[k][0] for k in sub_rows):
+        out += ["", "| leads (one 12-lead checkpoint) | " + " | ".join(LEAD_SUBSETS) + " |",
+                "|---|" + "---|" * len(LEAD_SUBSETS)]
+        for k, name in zip(sub_rows, (f"ECG-NAT {main_nat}", "ResNet1d (missing leads zeroed)")):
+            out.append(f"| {name} | " + " | ".join(fmt(arms[k], f"test_auroc_{s}") for s in LEAD_SUBSETS) + " |")
+    out += ["", "| model (superdiagnostic, 100%) | parameters | test macro AUROC | validation | train time (s) |",
+            "|---|---|---|---|---|"]
+    for k in sorted(arms):
+        if k[0] == "superdiagnostic" and k[3] == 1.0 and k[2] != "probe":
+            rs = arms[k]
+            out.append(f"| {k[1]} ({k[2]}) | {rs[0]['n_params'] / 1e6:.2f} M | {fmt(rs)} | "
+                       f"{np.mean([r['validation_auroc'] for r in rs]):.3f} | "
+                       f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
+    return "\n".join(out) + "\n"
+
+
 # -------------------------------------------------------------------------------------------------- CLI
 def _floats(text):
     return [float(v) for v in str(text).split(",") if v.strip()]
@@ -982,6 +1047,8 @@ def main(argv=None) -> int:
     rp = sub.add_parser("report", help="means over seeds and paired intervals from a results folder")
     rp.add_argument("--results", required=True)
     rp.add_argument("--protocol", default="dev")
+    rp.add_argument("--markdown", help="also write the README tables (needs --data_dir for the labels)")
+    rp.add_argument("--data_dir", help="the pack, for paired intervals")
     pl = sub.add_parser("plan", help="the README's whole schedule with worker processes (GPU)")
     pl.add_argument("--data_dir", required=True, help="pack (.npz or transport .xz)")
     pl.add_argument("--results", required=True)
@@ -1048,6 +1115,10 @@ def main(argv=None) -> int:
         for row in summary["table"]:
             print(f"{row['task']:16s} {row['model']:28s} {row['fraction']:>5g}  test {row['test_mean']:.4f}"
                   f" ± {row['test_sd']:.4f} (seeds {row['seeds']})  val {row['validation_mean']:.4f}")
+        if getattr(args, "markdown", None):
+            text = markdown_report(res, load_pack(args.data_dir))
+            Path(args.markdown).write_text(text)
+            print(text)
         return 0
     return 1
 

@@ -261,3 +261,40 @@ def test_shipped_checkpoints_are_small_hub_ready_and_load(tmp_path):
         with torch.no_grad():
             probs = torch.sigmoid(model(**inputs).logits)
         assert probs.shape[-1] == len(model.config.id2label) and torch.isfinite(probs).all()
+
+
+def test_push_uploads_a_hub_ready_folder_and_refuses_others(tmp_path, monkeypatch, capsys):
+    """`ecgnat push FOLDER REPO_ID`: the documented way to publish a shipped checkpoint (hub calls faked)."""
+    import huggingface_hub
+
+    from ecgnat_hf.cli import main
+    from ecgnat_hf.models.ecgnat import ECGNATConfig, ECGNATFeatureExtractor, ECGNATForSequenceClassification
+    from ecgnat_hf.training.hub import save_hub_ready
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id))
+
+        def upload_folder(self, repo_id, folder_path, **kw):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return type("Info", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    model = ECGNATForSequenceClassification(ECGNATConfig.from_preset("tiny", num_labels=2))
+    fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=2.5, scaling="center")
+    folder = save_hub_ready(model, fe, tmp_path / "ckpt", card_kwargs=dict(
+        kind="finetuned", model_name="t", task_name="t", dataset_name="PTB-XL", command="x", training_args={}))
+    assert main(["push", str(folder), "me/ckpt", "--token", "tok"]) == 0
+    assert ("create", "me/ckpt") in calls
+    upload = [c for c in calls if c[0] == "upload"][0]
+    assert "model.safetensors" in upload[2] and "README.md" in upload[2]
+    assert "https://hub.example/me/ckpt" in capsys.readouterr().out
+    (folder / "README.md").unlink()
+    calls.clear()
+    assert main(["push", str(folder), "me/ckpt"]) != 0
+    assert not calls and "not hub-ready" in capsys.readouterr().err

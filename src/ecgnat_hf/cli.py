@@ -209,6 +209,19 @@ def _add_embed_and_export(sub) -> None:
                    help="largest allowed |export - PyTorch| in the check (default: 1e-4)")
     x.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
 
+    h = sub.add_parser(
+        "push",
+        help="upload a hub-ready checkpoint folder (e.g. checkpoints/ecgnat-tiny-ptbxl-superdiagnostic) to the hub",
+        description="Check that FOLDER is hub-ready (weights, config, feature extractor, remote code, model card) "
+        "and upload it to REPO_ID with huggingface_hub (creates the repo if needed; log in first with "
+        "`hf auth login` or pass --token).",
+    )
+    h.add_argument("folder", help="hub-ready checkpoint folder")
+    h.add_argument("repo_id", help="target model repo, e.g. your-name/ecgnat-tiny-ptbxl-superdiagnostic")
+    h.add_argument("--token", default=None, help="hub token (default: the logged-in one)")
+    h.add_argument("--private", action="store_true", help="create the repo as private")
+    h.add_argument("--revision", default=None, help="branch to push to")
+
 
 # --------------------------------------------------------------------------------------------- helpers
 def _split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
@@ -676,6 +689,20 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_push(args) -> int:
+    from .training.hub import check_hub_ready, push_to_hub
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder")
+    problems = check_hub_ready(folder)
+    if problems:
+        raise UsageError(f"{folder} is not hub-ready: " + "; ".join(problems))
+    info = push_to_hub(folder, args.repo_id, token=args.token, private=args.private or None, revision=args.revision)
+    print(f"pushed {folder} to {getattr(info, 'commit_url', None) or args.repo_id}")
+    return 0
+
+
 def _cmd_export(args) -> int:
     from .export import export_model
 
@@ -742,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_embed(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "push":
+            return _cmd_push(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse catches it first
     except UsageError as exc:
         sub = f" {command}" if command else ""
