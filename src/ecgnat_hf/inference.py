@@ -667,6 +667,7 @@ def predict_records(
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from .data.records import calibration_findings
     from .streaming import RecordStream
 
     if quality_fn is None:
@@ -832,9 +833,7 @@ def predict_records(
                     "duration_s": round(float(stream.duration_s), 6), "sampling_rate": float(stream.sampling_rate),
                     "leads_used": ",".join(stream.lead_names_used), "leads_ignored": ",".join(stream.leads_ignored),
                 })
-                used = set(stream.lead_names_used)
-                r.quality.extend(f for f in stream.metadata.get("calibration_flags") or []
-                                 if f.split(":", 1)[0][len("lead "):] in used)
+                r.quality.extend(calibration_findings(stream.metadata, stream.lead_names_used))
                 if quality_fn is not False:
                     stream.on_read = lambda x, fs, names, _r=r: _r.quality.extend(_findings(quality_fn(x, fs, names)))
                 for chunk in stream:

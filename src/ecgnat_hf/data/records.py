@@ -748,10 +748,26 @@ def _signals_wfdb(base: Path, h: _Header, rec: str, sampfrom: int = 0,
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def calibration_findings(metadata: Mapping, leads: Sequence[str] | None = None) -> list[str]:
+    """The header's doubtful calibration as quality findings, for ``leads`` (default: all): a negative gain
+    (the lead is inverted as written, exactly as wfdb reads it) and a zero gain (uncalibrated: WFDB's
+    default gain is used, so the amplitude is unknown). ``metadata`` is an :class:`ECGRecord`'s."""
+    keep = None if leads is None else set(leads)
+    out = []
+    for key, text in (("negative_gain_leads", "negative gain in the header: inverted as written (check the polarity)"),
+                      ("zero_gain_leads", f"gain 0 in the header (uncalibrated): WFDB's default {_DEFAULT_GAIN:g} "
+                                          "adu/mV used, so the amplitude is unknown")):
+        names = [n for n in metadata.get(key) or [] if keep is None or n in keep]
+        if names:
+            out.append(f"{'lead' if len(names) == 1 else 'leads'} {', '.join(names)}: {text}")
+    return out
+
+
 def _unit_key(unit: str) -> str:
-    key = unit.strip().lower().replace(" ", "")
-    key = key.replace("\u00c2\u00b5", "u").replace("\u00b5", "u").replace("\u03bc", "u")  # Âµ (UTF-8 read as latin-1), µ, μ
-    return key
+    key = unit.strip().replace(" ", "")
+    # Âµ (a UTF-8 micro sign read as latin-1), µ (micro sign), μ (Greek mu)
+    key = key.replace("\u00c2\u00b5", "u").replace("\u00b5", "u").replace("\u03bc", "u")
+    return key.lower()
 
 
 def _unit_factor(unit: str) -> float | None:
@@ -985,14 +1001,9 @@ def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_
         if f != 1.0:
             signal[i] *= f
     _check_float32_range(signal, lead_names_out, h, rec)
-    calibration = []
-    for i, s in enumerate(h.signals[: len(lead_names_out)]):
-        if s.zero_gain:
-            calibration.append(f"lead {lead_names_out[i]}: gain 0 in the header (uncalibrated); WFDB's default "
-                               f"{_DEFAULT_GAIN:g} adu/mV used, so its amplitude is unknown")
-        elif s.gain < 0:
-            calibration.append(f"lead {lead_names_out[i]}: negative gain {s.gain:g} in the header; the lead is "
-                               "inverted as written (check its polarity)")
+    sigs = h.signals[: len(lead_names_out)]
+    zero_gain = [lead_names_out[i] for i, s in enumerate(sigs) if s.zero_gain]
+    negative_gain = [lead_names_out[i] for i, s in enumerate(sigs) if s.gain < 0]
     meta = _metadata_from_comments(h.comments)
     meta.update(
         source="wfdb",
@@ -1002,7 +1013,9 @@ def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_
         base_time=h.base_time,
         base_date=h.base_date,
         header_quirks=h.quirks,
-        calibration_flags=calibration,
+        zero_gain_leads=zero_gain,
+        negative_gain_leads=negative_gain,
+        calibration_flags=calibration_findings({"zero_gain_leads": zero_gain, "negative_gain_leads": negative_gain}),
         sample_range=(lo, hi),
         record_samples=total,
     )
