@@ -1139,9 +1139,9 @@ def read_matlab_record(
         meta["layout"] = f"array:{key}"
         if sampling_rate is None:
             raise MissingSamplingRateError(
-                rec, "MATLAB file without a WFDB header (.hea) and of no known layout: its sampling rate is unknown. "
-                "Put its .hea beside it, or give the rate: read_record(..., sampling_rate=500), "
-                "ecgnat predict/plot --sampling_rate 500 (also name its leads: --lead_names I,II,...)"
+                rec, "MATLAB file without a WFDB header (.hea) and of no known layout: give its sampling rate "
+                "(ecgnat predict/plot --sampling_rate 500 --lead_names I,II,...; read_record(..., sampling_rate=500, "
+                "lead_names=[...])) or put its .hea beside it"
             )
         fs = sampling_rate
         if lead_names is None:
