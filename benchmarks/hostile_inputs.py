@@ -1087,6 +1087,9 @@ def output_path_cases() -> list[Case]:
         lambda t: ["predict", "-m", ck(), str(copy_rec(ptb_src(), t)), "-o", "/proc/p.csv", "--no_progress"], "--output /proc"))
     add("predict -o in a missing folder under /proc", "ecgnat predict", cmd(
         lambda t: ["predict", "-m", ck(), str(copy_rec(ptb_src(), t)), "-o", "/proc/x/p.csv", "--no_progress"], "--output /proc"))
+    add("embed -o under /proc", "ecgnat embed", cmd(
+        lambda t: ["embed", "-m", ck(), str(copy_rec(ptb_src(), t)), "-o", "/proc/e.parquet", "--no_progress"],
+        "--output /proc"))
     add("export -o under /proc", "ecgnat export", cmd(lambda t: ["export", "-m", ck(), "-o", "/proc/export"],
                                                       "--output /proc", banned="checkpoint"))
     add("export -o a file (a folder is needed)", "ecgnat export", cmd(

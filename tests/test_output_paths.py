@@ -202,3 +202,16 @@ def test_finetune_all_training_records_unusable(tmp_path, capsys):
     assert "every train record was left out (10 record(s)" in err and "NoUsableLeadError" in err
     assert "corresponds to no data" not in err
     assert os.path.join(str(root), "r00") in err
+
+
+def test_embed_checks_its_output_first_and_lists_scored_leads(checkpoint, records, tmp_path, capsys):
+    from ecgnat_hf.embeddings import embed_records
+
+    assert main(["embed", "-m", str(checkpoint), str(records[0]), "-o", "/proc/e.parquet", "--no_progress"]) == 2
+    assert "--output /proc/e.parquet: cannot write there" in capsys.readouterr().err
+    r = read_record(records[0])
+    x = r.signal.astype(np.float64).copy()
+    x[7] = 0.0
+    dead = _write(tmp_path, "dead", x, r.sampling_rate, r.lead_names)
+    df = embed_records(checkpoint, dead, progress=False)
+    assert "V2" not in df["leads_used"][0].split(",") and len(df["leads_used"][0].split(",")) == 11

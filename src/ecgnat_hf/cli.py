@@ -715,6 +715,8 @@ def _cmd_embed(args) -> int:
     if not records:
         raise UsageError(f"no ECG records (.hea or .mat files) found in {', '.join(args.inputs)}")
     errors_csv = Path(args.errors_csv) if args.errors_csv else output.with_name(output.stem + ".errors.csv")
+    _check_writable("--output", output)  # before the work: the file is only written at the end
+    _check_writable("--errors_csv", errors_csv)
     _quiet_transformers()
     if Path(args.model).exists() and not Path(args.model).is_dir():
         raise UsageError(f"--model {args.model}: not a checkpoint directory")
