@@ -38,6 +38,7 @@ import re
 import shutil
 import stat
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -786,8 +787,9 @@ def _check_float32_range(signal: np.ndarray, names: Sequence[str], h: _Header, r
     """Values beyond float32 would silently become inf in the record: blame the calibration that made them."""
     if not signal.size:
         return
-    with np.errstate(invalid="ignore"):
-        peak = np.nanmax(np.abs(np.where(np.isfinite(signal), signal, 0.0)), axis=1)
+    with warnings.catch_warnings():  # reductions, no copy of the signal; all-NaN leads give NaN (not compared)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = np.fmax(np.abs(np.nanmax(signal, axis=1)), np.abs(np.nanmin(signal, axis=1)))
     for i in np.flatnonzero(peak > _FLOAT32_MAX):
         s = h.signals[i] if i < len(h.signals) else None
         cal = f" (gain {s.gain:g} adu/{s.units}, baseline {s.baseline})" if s is not None else ""
