@@ -106,6 +106,8 @@ class RecordStream:
             (restrict to these leads, or name the channels of a record that does not).
         chunk_s: seconds of recording per chunk (at least one window). Peak memory is about
             ``chunk_s * rate * leads * 8`` bytes for the signal plus the windows of one chunk.
+        sampling_rate: the rate of a MATLAB file without a WFDB header and of no known layout (ignored
+            for other records); a ``lead_names`` list then names its channels in order.
 
     Opening reads only the header (and checks the signal file's size); errors are
     :class:`~ecgnat_hf.data.errors.ECGDataError` naming the record. Attributes after opening:
