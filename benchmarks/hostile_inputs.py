@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("ECGNAT_SHARED_DATA", REPO.parent / "shared" / "data"))
 FIXTURES = REPO / "tests" / "fixtures"
 
 import scipy.io  # noqa: E402
@@ -142,20 +142,28 @@ def ptb_signal(i: int = 0):
 
 
 # --------------------------------------------------------------------------------------- runners
-def run_reader(make, oracle=None, **kw):
-    """make(tmp) -> path; oracle(record) -> None when right, else what is wrong."""
+def run_reader(make, oracle=None, keyword: str | None = None, **kw):
+    """make(tmp) -> path; oracle(record) -> None when right, else what is wrong. ``keyword``: text an error
+    must contain (the channel, the option it advises...), else MISLEADING ERROR. A record read with header
+    calibration flags (``metadata["calibration_flags"]``) is a ``flag`` when the oracle accepts its signal."""
     def run(tmp: Path):
         path = make(tmp)
         try:
             rec = read_record(path, **kw)
         except ECGDataError as exc:
+            if keyword and keyword not in str(exc):
+                return MISLEAD, f"{type(exc).__name__}: {exc.problem}"
             return TYPED, f"{type(exc).__name__}: {exc.problem}"
         except Exception as exc:  # noqa: BLE001
             return TRACE, f"{type(exc).__name__}: {exc}"
         if oracle is None:
             return SILENT, f"read without error: {rec!r}"
         wrong = oracle(rec)
-        return (SILENT, wrong) if wrong else (OK, f"{rec.n_leads} leads x {rec.n_samples} samples as expected")
+        if wrong:
+            return SILENT, wrong
+        if rec.metadata.get("calibration_flags"):
+            return FLAG, "; ".join(rec.metadata["calibration_flags"])
+        return OK, f"{rec.n_leads} leads x {rec.n_samples} samples as expected"
     return run
 
 
@@ -937,8 +945,303 @@ def _setup(tmp: Path) -> Ctx:
     return ctx
 
 
+# --------------------------------------------------------------------- issue 25: the second campaign's classes
+def _gain_edit(token: str, leads=range(12)):
+    """Header edit: the gain field of the given signal lines (0-based leads) becomes ``token``."""
+    def fn(lines):
+        for i in leads:
+            toks = lines[1 + i].split()
+            toks[2] = token
+            lines[1 + i] = " ".join(toks)
+        return lines
+    return fn
+
+
+def _unit_edit(unit: str, leads=range(12), name: str | None = None):
+    def fn(lines):
+        for i in leads:
+            toks = lines[1 + i].split()
+            toks[2] = toks[2].replace("/mV", f"/{unit}")
+            if name is not None:
+                toks[8:] = [name]
+            lines[1 + i] = " ".join(toks)
+        return lines
+    return fn
+
+
+def _hea_copy(fn):
+    def make(tmp):
+        p = copy_rec(ptb_src(), tmp)
+        edit_lines(p, fn)
+        return p
+    return make
+
+
+def _scaled(factor: float, leads=None):
+    ref = read_record(ptb_src())
+
+    def oracle(rec):
+        want = ref.signal.astype(np.float64) * factor
+        if leads is not None:
+            want = ref.signal.astype(np.float64).copy()
+            want[leads] *= factor
+        ok = rec.signal.shape == want.shape and np.allclose(rec.signal, want, rtol=1e-5, atol=1e-9)
+        return None if ok else "signal differs from the original at the expected scale"
+    return oracle
+
+
+def _readable(detail: str) -> str | None:
+    """A message with a number of 20+ digits is not readable."""
+    return "unreadable number in the message" if re.search(r"\d{20,}", detail) else None
+
+
+def units_cases() -> list[Case]:
+    """Class 1: physical units, gains, baselines, inverted leads."""
+    C = []
+    add = lambda n, entry, run, expect=(TYPED,): C.append(Case(n, entry, run, expect))  # noqa: E731
+    R = "read_record"
+    for unit in ("mmHg", "furlong", "unknown"):
+        add(f".hea ECG leads in {unit!r}", R, run_reader(_hea_copy(_unit_edit(unit)), keyword=f"'{unit}'"))
+    add(".hea lead V1 alone in 'mmHg'", R, run_reader(_hea_copy(_unit_edit("mmHg", [6])), keyword="signal 7 (V1)"))
+    add(".hea channel 'ABP' in mmHg beside 11 ECG leads", R, run_reader(
+        _hea_copy(_unit_edit("mmHg", [11], name="ABP")),
+        lambda r: None if (r.lead_names[11] == "ABP" and np.allclose(r.signal[:11], read_record(ptb_src()).signal[:11]))
+        else "ECG leads changed"), (OK,))
+    for unit, factor in (("mv", 1.0), ("MV", 1.0), ("millivolts", 1.0), ("\u00b5V", 1e-3), ("\u03bcV", 1e-3), ("V", 1e3),
+                         ("nV", 1e-6)):
+        add(f".hea units {unit!r}", R, run_reader(_hea_copy(_unit_edit(unit)), _scaled(factor)), (OK,))
+    add(".hea negative gain on lead I", R, run_reader(_hea_copy(_gain_edit("-1000/mV", [0])), _scaled(-1.0, [0])), (FLAG,))
+    add(".hea negative gain on every lead", R, run_reader(_hea_copy(_gain_edit("-1000/mV")), _scaled(-1.0)), (FLAG,))
+    add(".hea zero gain on lead III (WFDB default 200)", R, run_reader(_hea_copy(_gain_edit("0/mV", [2])),
+                                                                      _scaled(1000 / 200, [2])), (FLAG,))
+    add(".hea baseline 1e37 adu", R, run_reader(_hea_copy(_gain_edit("1000(1e37)/mV", [0])), keyword="baseline"))
+    add(".hea gain 1e-300 (values beyond float32)", R, run_reader(_hea_copy(_gain_edit("1e-300/mV", [0])), keyword="gain"))
+
+    E = "feature extractor"
+    x, fs, names = ptb_signal()
+
+    def readable_flag(factor, scaling="standardize"):
+        def run(tmp):
+            outcome, detail = run_fe(lambda t: ((x * factor,), dict(sampling_rate=fs, lead_names=names)),
+                                     scaling=scaling)(tmp)
+            bad = _readable(detail)
+            return (MISLEAD, bad + ": " + detail[:120]) if bad else (outcome, detail)
+        return run
+    add("values x 1e30 (a gain error), standardizing extractor", E, readable_flag(1e30), (FLAG,))
+    add("values x 1e30, amplitude-keeping extractor", E, readable_flag(1e30, "center"))
+
+    def inverted(rows):
+        def make(t):
+            y = x.copy()
+            y[rows] *= -1
+            return (y,), dict(sampling_rate=fs, lead_names=names)
+        return make
+    add("every lead inverted (lead I vs aVR)", E, run_fe(inverted(slice(None))), (FLAG,))
+    add("lead II inverted (Einthoven)", E, run_fe(inverted([1])), (FLAG,))
+    add("lead aVL inverted (Einthoven)", E, run_fe(inverted([4])), (FLAG,))
+
+    P = "ecgnat predict"
+    add("ECG leads in 'furlong'", P, run_predict(lambda t: [_hea_copy(_unit_edit("furlong"))(t)], refused=True))
+    add("negative gain on every lead", P, run_predict(lambda t: [_hea_copy(_gain_edit("-1000/mV"))(t)], flagged=True), (FLAG,))
+    add("zero gain on lead I", P, run_predict(lambda t: [_hea_copy(_gain_edit("0/mV", [0]))(t)], flagged=True), (FLAG,))
+    add("baseline 1e37 adu", P, run_predict(lambda t: [_hea_copy(_gain_edit("1000(1e37)/mV", [0]))(t)], refused=True))
+    return C
+
+
+def output_path_cases() -> list[Case]:
+    """Class 2: output paths do what they say, or the command refuses before any work."""
+    C = []
+    add = lambda n, entry, run, expect=(TYPED,): C.append(Case(n, entry, run, expect))  # noqa: E731
+
+    def plot_into(t):
+        (t / "figs").mkdir()
+        rc, out, err, exc = cli(["plot", str(copy_rec(ptb_src(), t / "r")), "-o", str(t / "figs")])
+        if exc is not None or "Traceback" in err:
+            return TRACE, (err.strip().splitlines() or ["?"])[-1][:160]
+        target = t / "figs" / "00001_lr_ecg.png"
+        if (t / "figs.png").exists():
+            return SILENT, f"wrote figs.png, said {out.strip()[:120]}"
+        if rc == 0 and target.is_file() and str(target) in out:
+            return OK, "PNG written into the folder and named"
+        return (TYPED, f"exit {rc}: {err.strip()[-140:]}") if rc else (SILENT, f"said {out.strip()[:120]}")
+    add("plot -o EXISTING_DIR", "ecgnat plot", plot_into, (OK, TYPED))
+
+    def cmd(argv_fn, keyword: str, banned: str | None = None, before_work: bool = True):
+        def run(t):
+            rc, out, err, exc = cli(argv_fn(t))
+            if exc is not None or "Traceback" in err:
+                return TRACE, (err.strip().splitlines() or ["?"])[-1][:160]
+            if not rc:
+                return SILENT, "exit 0"
+            last = (err.strip().splitlines() or ["?"])[-1]
+            if keyword not in err or (banned and banned in last):
+                return MISLEAD, last[:160]
+            if before_work and "wrote" in out:
+                return SILENT, "failed only after the work"
+            return TYPED, f"exit {rc}: {last[:150]}"
+        return run
+    ck = lambda: str(CTX.checkpoint)  # noqa: E731
+    add("plot -o under /proc", "ecgnat plot", cmd(lambda t: ["plot", str(copy_rec(ptb_src(), t)), "-o", "/proc/ecg.png"],
+                                                  "/proc"))
+    add("predict -o under /proc", "ecgnat predict", cmd(
+        lambda t: ["predict", "-m", ck(), str(copy_rec(ptb_src(), t)), "-o", "/proc/p.csv", "--no_progress"], "--output /proc"))
+    add("predict -o in a missing folder under /proc", "ecgnat predict", cmd(
+        lambda t: ["predict", "-m", ck(), str(copy_rec(ptb_src(), t)), "-o", "/proc/x/p.csv", "--no_progress"], "--output /proc"))
+    add("embed -o under /proc", "ecgnat embed", cmd(
+        lambda t: ["embed", "-m", ck(), str(copy_rec(ptb_src(), t)), "-o", "/proc/e.parquet", "--no_progress"],
+        "--output /proc"))
+    add("export -o under /proc", "ecgnat export", cmd(lambda t: ["export", "-m", ck(), "-o", "/proc/export"],
+                                                      "--output /proc", banned="checkpoint"))
+    add("export -o a file (a folder is needed)", "ecgnat export", cmd(
+        lambda t: ((t / "afile").write_text("x"), ["export", "-m", ck(), "-o", str(t / "afile")])[1],
+        "--output", banned="checkpoint"))
+
+    def strict_errors_csv(t):
+        for i in range(2):
+            copy_rec(ptb_src(i), t / "f", name=f"a{i}")
+        copy_rec(ptb_src(2), t / "f", name="b_bad").with_suffix(".dat").write_bytes(b"")
+        rc, out, err, exc = cli(["predict", "-m", ck(), str(t / "f"), "-o", str(t / "p.csv"), "--strict", "--no_progress"])
+        if exc is not None or "Traceback" in err:
+            return TRACE, (err.strip().splitlines() or ["?"])[-1][:160]
+        errors = _read_csv(t / "p.errors.csv")
+        if not rc:
+            return SILENT, "exit 0"
+        if [e["record_id"] for e in errors] != ["b_bad"]:
+            return LOST, f"errors CSV holds {[e['record_id'] for e in errors]}, not the record --strict stopped at"
+        return TYPED, f"exit {rc}; b_bad in the errors CSV ({errors[0]['error']}); {len(_read_csv(t / 'p.csv'))} rows kept"
+    add("--strict: the record it stopped at in the errors CSV", "ecgnat predict", strict_errors_csv)
+    return C
+
+
+def message_cases() -> list[Case]:
+    """Class 3: messages name the real culprit."""
+    C = []
+    add = lambda n, entry, run, expect=(TYPED,): C.append(Case(n, entry, run, expect))  # noqa: E731
+    x, fs, names = ptb_signal()
+
+    def matlab_rate(t):
+        from ecgnat_hf.data.records import read_matlab_record
+
+        m = t / "x.mat"
+        scipy.io.savemat(str(m), {"val": x[:2]})
+        try:
+            read_matlab_record(m, sampling_rate="abc", lead_names=["I", "II"])
+        except ECGDataError as exc:
+            return (TYPED, f"{type(exc).__name__}: {exc.problem}") if str(m) in str(exc) else (MISLEAD, str(exc)[:160])
+        except Exception as exc:  # noqa: BLE001
+            return TRACE, f"{type(exc).__name__}: {exc}"[:160]
+        return SILENT, "read"
+    add("read_matlab_record(sampling_rate='abc')", "read_record", matlab_rate)
+
+    def fe_none(t):
+        outcome, detail = run_fe(lambda t: ((x[:2],), dict(sampling_rate=fs, lead_names=[None, "II"])))(t)
+        return (MISLEAD, detail) if outcome == TYPED and "lead_names[0]" not in detail else (outcome, detail)
+    add("lead_names=[None, 'II'] for one record", "feature extractor", fe_none)
+
+    bom = b"\xef\xbb\xbf" + "record,labels\nr00,NORM\nr01,Schrittmacher \xe4\nr02,MI\n".encode("cp1252")
+
+    offset = bom.index(0xE4)  # the real offending byte, counted from the file's first byte (the BOM's)
+
+    def bom_csv(encoding=None):
+        def run(t):
+            root = _folder(t, 3)
+            (root / "labels.csv").write_bytes(bom)
+            cfg = {"labels_encoding": encoding} if encoding else {}
+            outcome, detail = run_folder(lambda _: root, lambda b, ds: None if sorted(ds["record_id"]) == ["r00", "r01", "r02"]
+                                         else f"records {sorted(ds['record_id'])}", **cfg)(t / "b")
+            if outcome == TYPED and f"byte 0xe4 at offset {offset}" not in detail:
+                return MISLEAD, detail
+            return outcome, detail
+        return run
+    add("labels CSV in Windows-1252 with a UTF-8 BOM", "ECGFolder / finetune", bom_csv())
+    add("same, labels_encoding='cp1252'", "ECGFolder / finetune", bom_csv("cp1252"), (OK,))
+    add("same, labels_encoding='latin-1'", "ECGFolder / finetune", bom_csv("latin-1"), (OK,))
+
+    def unusable(t):
+        root = t / "folder"
+        for i in range(12):
+            write_wfdb(root, f"r{i:02d}", np.zeros((12, 1000)), 100, names)
+        (root / "labels.csv").write_text("record,labels\n" + "".join(f"r{i:02d},{'NORM' if i % 2 else 'MI'}\n" for i in range(12)))
+        return root, root / "labels.csv"
+    add("finetune: every training record unusable", "ECGFolder / finetune",
+        run_finetune(unusable, expect_error="every train record was left out"))
+
+    def headerless(t):
+        m = t / "rec.mat"
+        scipy.io.savemat(str(m), {"val": x})
+        return m
+    add("Challenge .mat without its header", "ecgnat predict", _predict_keyword(
+        lambda t: [headerless(t)], "--sampling_rate"))
+    add(".mat without header + --sampling_rate --lead_names", "ecgnat predict", run_predict(
+        lambda t: [headerless(t)], 1, lambda rows, errors, rc, err: None if (
+            len(rows) == 1 and rows[0]["leads_used"] == ",".join(names)) else f"{len(rows)} rows, {errors}",
+        extra=("--sampling_rate", str(fs), "--lead_names", ",".join(names))), (OK,))
+    return C
+
+
+def _predict_keyword(make, keyword: str):
+    """predict must refuse the input with a message containing ``keyword`` (advice it can follow)."""
+    def run(tmp: Path):
+        outcome, detail = run_predict(make, refused=True)(tmp)
+        if outcome == TYPED and keyword not in detail:
+            return MISLEAD, detail
+        return outcome, detail
+    return run
+
+
+def truth_cases() -> list[Case]:
+    """Class 4: leads_used, zero gains (in units_cases) and the memory of plot on a long record."""
+    C = []
+    add = lambda n, entry, run, expect=(OK,): C.append(Case(n, entry, run, expect))  # noqa: E731
+    x, fs, names = ptb_signal()
+    add("leads_used with a dead lead V2", "ecgnat predict", run_predict(
+        lambda t: [write_wfdb(t, "dead", np.vstack([x[:7], 0 * x[7:8], x[8:]]), fs, names)], 1,
+        lambda rows, errors, rc, err: None if (rows and "V2" not in rows[0]["leads_used"].split(",")
+                                               and "V2" in rows[0]["leads_ignored"].split(","))
+        else f"leads_used {rows[0]['leads_used'] if rows else None}"))
+
+    def long_plot(t):
+        """A 6-hour record (the bundled record tiled, 52 MB): the plot's peak of traced allocations."""
+        import tracemalloc
+
+        src = ptb_src()
+        raw = src.with_suffix(".dat").read_bytes()
+        reps = 2160
+        with open(t / "long.dat", "wb") as f:
+            for _ in range(reps):
+                f.write(raw)
+        lines = src.with_suffix(".hea").read_text().splitlines()
+        toks = lines[0].split()
+        toks[0], toks[3] = "long", str(1000 * reps)
+        lines[0] = " ".join(toks)
+        lines[1:13] = [" ".join(["long.dat"] + q.split()[1:6] + ["0"] + q.split()[7:]) for q in lines[1:13]]
+        (t / "long.hea").write_text("\n".join(lines) + "\n")
+        size = (t / "long.dat").stat().st_size
+
+        def peak_of(argv):
+            tracemalloc.start()
+            try:
+                rc, out, err, exc = cli(argv)
+                return rc, err, exc, tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        # baseline in the same run: the same printout of the 10-second original (figure rendering included)
+        short = ["plot", str(copy_rec(src, t / "short")), "-o", str(t / "s.png")]
+        cli(short)  # warm-up: first-use imports and font caches are not the record's
+        _, _, _, base = peak_of(short)
+        rc, err, exc, peak = peak_of(["plot", str(t / "long"), "-o", str(t / "l.png"), "--start_s", "10000"])
+        if exc is not None or rc:
+            return TRACE, (err.strip().splitlines() or ["?"])[-1][:160]
+        detail = (f"peak traced allocations {peak / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB record, "
+                  f"{peak / base:.2f}x the 10-s record's {base / 2**20:.0f} MiB")
+        return (OK, detail) if peak - base < size / 10 else (SILENT, detail + " (the record was loaded)")
+    add("plot of a 6-hour record (memory)", "ecgnat plot", long_plot)
+    return C
+
+
 GROUPS = {"read_record": reader_cases, "extractor": extractor_cases, "predict": predict_cases, "plot": plot_cases,
-          "folder": folder_cases, "builders": builder_cases, "evaluate": evaluate_cases, "export": export_cases}
+          "folder": folder_cases, "builders": builder_cases, "evaluate": evaluate_cases, "export": export_cases,
+          "units": units_cases, "outputs": output_path_cases, "messages": message_cases, "truths": truth_cases}
 
 
 def main(argv=None) -> int:

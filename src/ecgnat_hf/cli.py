@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead_names", default=None,
                    help='comma-separated leads to use, e.g. "I,II" (others are treated as not recorded); for '
                    "records whose files name no standard lead, the names of their channels in order")
+    p.add_argument("--sampling_rate", type=float, default=None, metavar="HZ",
+                   help="sampling rate of MATLAB files that have no WFDB header (.hea) beside them and no known "
+                   "layout; name their leads with --lead_names (ignored for records with a header)")
     p.add_argument("--batch_size", type=int, default=32, help="windows per forward pass (default: 32)")
     p.add_argument("--aggregate", choices=["mean", "max"], default="mean",
                    help="how window probabilities are pooled per record (default: mean)")
@@ -160,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--fusion_output", default=None,
                    help="lead-fusion PNG (default: <output stem>_lead_fusion.png; needs --model)")
     q.add_argument("--lead_names", default=None, help='leads the model uses, e.g. "I,II" (as in predict)')
+    q.add_argument("--sampling_rate", type=float, default=None, metavar="HZ",
+                   help="sampling rate of a MATLAB file without a WFDB header (as in predict)")
     q.add_argument("--start_s", type=float, default=0.0, help="start of the 10 s shown (default: 0)")
     q.add_argument("--top_k", type=int, default=8, help="predictions shown in the box (default: 8)")
     q.add_argument("--title", default=None, help="header text (default: record id, age, sex)")
@@ -399,15 +404,14 @@ def _run_recipe(command: str, rest: list[str]) -> int:
 
 
 def _check_writable(option: str, path: Path) -> None:
-    """Fail before any work when an output file cannot be written."""
-    if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or (
-            path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{option} {path}: cannot write there (permission denied or not a folder)")
+    """Fail before any work when an output file cannot be written (a probe file is created and removed:
+    permission bits do not stop root, and say nothing about /proc)."""
+    from .output_paths import OutputPathError, check_output_file
+
+    try:
+        check_output_file(path, option)
+    except OutputPathError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _finished_rows(path: Path) -> int:
@@ -425,6 +429,8 @@ def _cmd_predict(args) -> int:
     _check_positive("--batch_size", args.batch_size)
     if not args.chunk_s > 0:
         raise UsageError(f"--chunk_s must be > 0, got {args.chunk_s}")
+    if args.sampling_rate is not None and not 0 < args.sampling_rate < float("inf"):
+        raise UsageError(f"--sampling_rate must be a positive number of Hz, got {args.sampling_rate:g}")
     leads = _parse_leads(args.lead_names)
     missing = [x for x in args.inputs if not _record_exists(Path(x))]
     if missing:
@@ -455,6 +461,7 @@ def _cmd_predict(args) -> int:
             model, records, feature_extractor=fe, batch_size=args.batch_size, lead_names=leads,
             aggregate=args.aggregate, progress=not args.no_progress, output_csv=output, errors_csv=errors_csv,
             timeline=timeline, resume=args.resume, strict=args.strict, chunk_s=args.chunk_s,
+            sampling_rate=args.sampling_rate,
         )
     except ResumeError as exc:
         raise UsageError(str(exc)) from None
@@ -463,8 +470,8 @@ def _cmd_predict(args) -> int:
               f"{' (rerun with --resume to continue)' if records else ''}", file=sys.stderr)
         return 130
     except ECGDataError as exc:  # --strict
-        print(f"{PROG}: error: {exc}\n{PROG} predict: stopped at the first bad record (--strict); "
-              f"{_finished_rows(output)} finished record(s) are in {output}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}\n{PROG} predict: stopped at the first bad record (--strict; it is listed in "
+              f"{errors_csv}); {_finished_rows(output)} finished record(s) are in {output}", file=sys.stderr)
         return 1
     errors = df.attrs.get("errors", [])
     print(f"wrote {len(df)} record(s) to {output}" + (f", windows to {timeline}" if timeline else ""))
@@ -523,16 +530,47 @@ def _cmd_plot_timeline(args) -> int:
     return 0
 
 
+#: seconds of record one printout shows (4 columns of 2.5 s)
+_PLOT_SPAN_S = 10.0
+
+
+def _plot_output(option: str, given: str | None, default_name: str) -> Path:
+    """Where a figure goes, said truthfully: an existing folder (or a name ending in /) receives
+    ``default_name`` inside it; a name without an extension gets ``.png`` (what matplotlib would add
+    silently); an extension matplotlib cannot write is refused. Checked for writing before any work."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if given is None:
+        out = Path(default_name)
+    elif Path(given).is_dir() or given.endswith(("/", os.sep)):
+        out = Path(given) / default_name
+    else:
+        out = Path(given)
+        if not out.suffix:
+            out = out.with_name(out.name + ".png")
+    formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in formats:
+        raise UsageError(f"{option} {given}: cannot write a {out.suffix} figure; give a .png, .pdf or .svg file name "
+                         "(or a folder)")
+    _check_writable(option, out)
+    return out
+
+
 def _cmd_plot(args) -> int:
     import numpy as np
 
+    from .data.errors import ECGDataError, InvalidSignalError, LeadNameError
     from .data.records import read_record
-    from .models.ecgnat.feature_extraction_ecgnat import LEAD_ALIASES, _squash
+    from .models.ecgnat.feature_extraction_ecgnat import LEAD_ALIASES, ECGInputError, _squash
     from .plotting.figures import plot_ecg_12lead, plot_lead_fusion
 
     _check_positive("--top_k", args.top_k)
     _check_positive("--batch_size", args.batch_size)
-    leads = _parse_leads(args.lead_names)
+    if args.sampling_rate is not None and not 0 < args.sampling_rate < float("inf"):
+        raise UsageError(f"--sampling_rate must be a positive number of Hz, got {args.sampling_rate:g}")
+    spec = _parse_leads(args.lead_names)
+    leads = spec
     rec_path = Path(args.record)
     if rec_path.suffix.lower() in (".hea", ".dat"):
         rec_path = rec_path.with_suffix("")
@@ -544,23 +582,43 @@ def _cmd_plot(args) -> int:
     if args.model:
         model, fe = _load(args.model, _device(args.device))
 
+    read_kw = {"sampling_rate": args.sampling_rate} if args.sampling_rate is not None else {}
     if isinstance(leads, dict):  # CHANNEL=LEAD: the record's channels are renamed as it is read
-        record = read_record(rec_path, lead_names=leads)
+        read_kw["lead_names"] = leads
         leads = None
+    elif leads is not None and rec_path.suffix.lower() == ".mat" and not rec_path.with_suffix(".hea").is_file():
+        read_kw["lead_names"] = leads  # a MATLAB file without a header: the names of its channels
+    # the header (and, for a WFDB record, nothing of the signal) first: the printout reads only the 10 s it
+    # shows, so a 24-hour recording does not have to fit in memory (ECGDataError -> exit 1 in main())
+    probe = read_record(rec_path, start=0, stop=0, **read_kw)
+    n_total = int(probe.metadata.get("record_samples", probe.n_samples))
+    fs = float(probe.sampling_rate)
+    duration_s = n_total / fs
+    if n_total == 0:
+        raise InvalidSignalError(probe.path, "the record has no samples: nothing to plot")
+    if args.start_s < 0 or args.start_s >= duration_s:
+        raise UsageError(f"--start_s {args.start_s:g} is outside the record ({duration_s:.1f} s)")
+    beatnet = model is not None and getattr(model.config, "model_type", None) == "beatnet"
+    if beatnet:  # BEAT-Net's lead attention is computed on the whole record
+        lo, hi = 0, n_total
     else:
-        record = read_record(rec_path)  # ECGDataError -> exit 1 in main()
-    if record.n_samples == 0:
-        from .data.errors import InvalidSignalError
-
-        raise InvalidSignalError(record.path, "the record has no samples: nothing to plot")
-    if args.start_s < 0 or args.start_s >= record.duration_s:
-        raise UsageError(f"--start_s {args.start_s:g} is outside the record ({record.duration_s:.1f} s)")
+        lo = int(args.start_s * fs)
+        hi = min(n_total, lo + int(np.ceil(_PLOT_SPAN_S * fs)) + 1)
+    record = read_record(rec_path, start=lo, stop=hi, **read_kw)
     from .data.quality import check_record_quality
 
     quality = check_record_quality(record, require_usable=False)
-    if quality.flags:  # drawn as recorded, but said out loud: a flat line must not pass for an ECG
-        print(f"{PROG} plot: {record.path}: quality: {quality.short_summary()}", file=sys.stderr)
-    output = Path(args.output) if args.output else Path(f"{record.record_id}_ecg.png")
+    calibration = list(record.metadata.get("calibration_flags") or [])
+    findings = calibration + list(quality.flags)
+    summary = "; ".join(calibration + ([quality.short_summary()] if quality.flags else []))
+    if findings:  # drawn as recorded, but said out loud: a flat line must not pass for an ECG
+        span = "" if (lo, hi) == (0, n_total) else f" (in the {(hi - lo) / fs:g} s shown)"
+        print(f"{PROG} plot: {record.path}: quality{span}: {summary}", file=sys.stderr)
+    output = _plot_output("--output", args.output, f"{record.record_id}_ecg.png")
+    fusion_out = None
+    if model is not None and not beatnet:
+        fusion_out = (_plot_output("--fusion_output", args.fusion_output, f"{record.record_id}_lead_fusion.png")
+                      if args.fusion_output else output.with_name(output.stem + "_lead_fusion.png"))
 
     # the printout shows every standard lead of the record (first of any duplicates)
     rows, names, seen = [], [], set()
@@ -573,8 +631,6 @@ def _cmd_plot(args) -> int:
     if not rows and leads is not None and len(leads) == record.n_leads:  # override of unnamed channels
         rows, names = list(range(record.n_leads)), [LEAD_ALIASES[_squash(n)] for n in leads]
     if not rows:
-        from .data.errors import LeadNameError
-
         raise LeadNameError(record.path, f"no standard ECG lead among {', '.join(record.lead_names)} to plot; "
                             "pass --lead_names to name the channels")
     meta = record.metadata or {}
@@ -586,10 +642,10 @@ def _cmd_plot(args) -> int:
         if meta.get("sex"):
             parts.append(str(meta["sex"]))
         title = ", ".join(parts)
-    if quality.flags:
-        title += f"  [quality: {quality.short_summary()}]"
+    if findings:
+        title += f"  [quality: {summary}]"
 
-    if model is not None and getattr(model.config, "model_type", None) == "beatnet":
+    if beatnet:
         # BEAT-Net: beats marked on the record and the spatial encoder's lead attention (no lead fusion)
         from .plotting.lead_attention import beatnet_plot_command
 
@@ -597,50 +653,58 @@ def _cmd_plot(args) -> int:
 
     prediction = None
     if model is not None:
-        from .data.errors import ECGDataError
-        from .inference import _as_data_error, scores_to_probabilities, select_leads, window_outputs
+        from .inference import _as_data_error, scores_to_probabilities, window_outputs
+        from .streaming import RecordStream
 
+        # the whole record, chunk by chunk (bounded memory), exactly as ecgnat predict scores it
+        prob_sum, n_windows, weight_sum, n_tokens, present = None, 0, None, 0, None
         try:
-            signal, used, _ = select_leads(record, leads, fe.lead_names)
-            feats = fe(signal, sampling_rate=record.sampling_rate, lead_names=used)
+            stream = RecordStream(rec_path, fe, lead_names=spec, sampling_rate=args.sampling_rate)
+            for chunk in stream:
+                logits, weights = window_outputs(model, chunk.features, batch_size=args.batch_size,
+                                                 output_lead_weights=True)
+                p = scores_to_probabilities(logits, model.config)
+                prob_sum = p.sum(axis=0) if prob_sum is None else prob_sum + p.sum(axis=0)
+                n_windows += len(p)
+                if present is None:
+                    present = np.asarray(chunk.features["lead_mask"][0]).astype(bool)
+                for w in weights or []:
+                    weight_sum = w.sum(axis=0) if weight_sum is None else weight_sum + w.sum(axis=0)
+                    n_tokens += w.shape[0]
         except ECGDataError:
             raise
-        except ValueError as exc:
+        except ECGInputError as exc:
             raise _as_data_error(exc, record.path) from exc
-        logits, weights = window_outputs(model, feats, batch_size=args.batch_size, output_lead_weights=True)
-        probs = scores_to_probabilities(logits, model.config).mean(axis=0)
+        probs = prob_sum / max(n_windows, 1)
         id2label = model.config.id2label
         labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(len(probs))]
         prediction = dict(sorted(zip(labels, map(float, probs)), key=lambda kv: -kv[1])[: args.top_k])
         notes = []
-        if len(logits) > 1:
-            notes.append(f"predictions: mean over {len(logits)} windows of {fe.window_s:g} s")
+        if n_windows > 1:
+            notes.append(f"predictions: mean over {n_windows} windows of {fe.window_s:g} s")
         if leads is not None:
-            notes.append(f"model input: {', '.join(LEAD_ALIASES[_squash(u)] for u in used)}")
+            notes.append(f"model input: {', '.join(LEAD_ALIASES[_squash(u)] for u in stream.lead_names_used)}")
         if notes:
             title += "  (" + "; ".join(notes) + ")"
 
-    plot_ecg_12lead(record.signal[rows], record.sampling_rate, names, title=title, prediction=prediction,
-                    path=output, start_s=args.start_s, max_predictions=args.top_k)
+    plot_ecg_12lead(record.signal[rows], fs, names, title=title, prediction=prediction,
+                    path=output, start_s=args.start_s, max_predictions=args.top_k,
+                    offset_s=lo / fs, record_duration_s=duration_s)
     print(f"wrote {output}")
 
-    if model is not None and not weights:
+    if model is not None and weight_sum is None:
         print(f"{PROG} plot: the model returned no lead-fusion weights; no fusion plot written", file=sys.stderr)
     elif model is not None:
-        present = np.asarray(feats["lead_mask"][0]).astype(bool)
-        per_token = np.concatenate(weights, axis=0)  # (all real stem tokens of all windows, leads)
-        mean = per_token.mean(axis=0)[present]
+        mean = (weight_sum / max(n_tokens, 1))[present]
         lead_labels = [n for n, keep in zip(fe.lead_names, present) if keep]
-        fusion_out = Path(args.fusion_output) if args.fusion_output else output.with_name(
-            output.stem + "_lead_fusion.png")
         if getattr(model.config, "lead_fusion", "attention") == "mean":
             note = " (lead_fusion='mean': fixed equal weights)"
         else:
             note = ""
         plot_lead_fusion(
             mean, lead_labels, fusion_out,
-            title=f"Lead-fusion attention, {record.record_id}: mean over {per_token.shape[0]} tokens"
-            f" of {len(weights)} window(s){note}",
+            title=f"Lead-fusion attention, {record.record_id}: mean over {n_tokens} tokens"
+            f" of {n_windows} window(s){note}",
         )
         print(f"wrote {fusion_out}")
     return 0
@@ -664,6 +728,8 @@ def _cmd_embed(args) -> int:
     if not records:
         raise UsageError(f"no ECG records (.hea or .mat files) found in {', '.join(args.inputs)}")
     errors_csv = Path(args.errors_csv) if args.errors_csv else output.with_name(output.stem + ".errors.csv")
+    _check_writable("--output", output)  # before the work: the file is only written at the end
+    _check_writable("--errors_csv", errors_csv)
     _quiet_transformers()
     if Path(args.model).exists() and not Path(args.model).is_dir():
         raise UsageError(f"--model {args.model}: not a checkpoint directory")
@@ -710,6 +776,12 @@ def _cmd_export(args) -> int:
         raise UsageError(f"--model {args.model}: not a checkpoint directory")
     if not args.atol > 0:
         raise UsageError(f"--atol must be positive, got {args.atol}")
+    from .output_paths import OutputPathError, check_output_dir
+
+    try:
+        check_output_dir(args.output, "--output")  # before the checkpoint: a write failure is not a load failure
+    except OutputPathError as exc:
+        raise UsageError(str(exc)) from None
     _quiet_transformers()
     try:
         import onnxruntime  # noqa: F401
@@ -721,6 +793,8 @@ def _cmd_export(args) -> int:
     try:
         info = export_model(args.model, args.output, format=args.format, atol=args.atol, opset_version=args.opset)
     except (OSError, KeyError) as exc:
+        if _under(getattr(exc, "filename", None), args.output) or isinstance(exc, OutputPathError):
+            raise UsageError(f"--output {args.output}: cannot write the export: {exc}") from None
         raise UsageError(f"cannot load the checkpoint {args.model!r}: {exc}") from None
     except RuntimeError as exc:  # the check against PyTorch failed: files are kept for inspection
         print(f"{PROG} export: error: {exc}", file=sys.stderr)
@@ -739,6 +813,16 @@ def _cmd_export(args) -> int:
     print(f"check against PyTorch at lengths {check['lengths']}: max |difference| {check['max_abs_difference']:.2e}"
           f" (limit {check['atol']:g})")
     return 0
+
+
+def _under(filename, folder) -> bool:
+    """``filename`` (an OSError's) lies in ``folder``."""
+    if not filename:
+        return False
+    try:
+        return Path(os.path.abspath(os.fspath(filename))).is_relative_to(Path(os.path.abspath(folder)))
+    except (TypeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------------------------- entry point

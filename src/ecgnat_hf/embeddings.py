@@ -137,6 +137,11 @@ def embed_records(
             errors.append(err)
             logger.warning("skipping %s", err)
             continue
+        if getattr(fe, "quality_check", False):  # leads the extractor masked (flat, saturated) were not used
+            from .data.quality import check_signal_quality
+
+            report = check_signal_quality(signal, record.sampling_rate, names, fe.thresholds, require_usable=False)
+            names = [n for n, ok in zip(names, report.usable) if ok]
         row = {"record_id": record.record_id, "path": rec, "n_windows": out["n_windows"],
                "duration_s": round(float(record.duration_s), 6), "sampling_rate": float(record.sampling_rate),
                "leads_used": ",".join(names)}

@@ -190,6 +190,9 @@ def export_model(
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
+    from .output_paths import check_output_dir
+
+    check_output_dir(output_dir, "output folder")  # OutputPathError (an OSError) before the work, never after
     model, fe = _load(model_or_path, feature_extractor)
     config = model.config
     module = ECGNATExportModule(model).eval()

@@ -586,6 +586,7 @@ class _Record:
     sum: Any = None
     max: Any = None
     positive_s: Any = None
+    scored: Any = None  # per model lead: present (lead_mask 1) in at least one scored window
     read_done: bool = False
     in_flight: int = 0
 
@@ -613,6 +614,7 @@ def predict_records(
     chunk_s: float = 600.0,
     quality_fn=None,
     flush_every_s: float = 10.0,
+    sampling_rate: float | None = None,
 ):
     """Predict per-class probabilities and labels for ECG records of any length; one row per record.
 
@@ -648,7 +650,10 @@ def predict_records(
             (``None``): :func:`signal_quality_findings` (flat, saturated and implausible leads from
             :mod:`ecgnat_hf.data.quality`); ``False`` turns the column off. It returns a finding
             (str), a list of findings or None, which go (deduplicated, ``;``-separated) to the ``quality``
-            column; raising :class:`ECGDataError` refuses the record.
+            column; raising :class:`ECGDataError` refuses the record. The header's doubtful calibration
+            (negative or zero gains of the leads used, ``metadata["calibration_flags"]``) is added as well.
+        sampling_rate: the rate (Hz) of MATLAB files without a WFDB header and of no known layout; their
+            channels are named by ``lead_names`` (one name per channel). Ignored for other records.
 
     Returns:
         ``pandas.DataFrame`` with columns ``record_id, path, n_windows, duration_s, sampling_rate,
@@ -662,6 +667,7 @@ def predict_records(
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from .data.records import calibration_findings
     from .streaming import RecordStream
 
     if quality_fn is None:
@@ -679,6 +685,11 @@ def predict_records(
         lead_names = [x for x in lead_names.replace(" ", ",").split(",") if x]
     if resume and output_csv is None:
         raise ValueError("resume=True needs output_csv (the file whose rows are kept)")
+    from .output_paths import check_output_file
+
+    for what, target in (("output_csv", output_csv), ("errors_csv", errors_csv), ("timeline", timeline)):
+        if target is not None:  # OutputPathError naming the path, before the model is even loaded
+            check_output_file(target, what)
     model, fe = load_model_and_feature_extractor(model_or_path, feature_extractor, device=device)
     config = model.config
     class_cols = _label_columns(config)
@@ -746,6 +757,14 @@ def predict_records(
         recording_s += r.stream.duration_s
         n = max(r.n_scored, 1)
         pooled = r.sum / n if aggregate == "mean" else r.max
+        if r.scored is not None:  # leads_used: only the leads scored in at least one window (masked ones are not)
+            used = r.row["leads_used"].split(",") if r.row["leads_used"] else []
+            model_leads = list(fe.lead_names)
+            scored = [u for u in used if _canonical(u) in model_leads and r.scored[model_leads.index(_canonical(u))]]
+            if scored != used:
+                r.row["leads_used"] = ",".join(scored)
+                r.row["leads_ignored"] = ",".join([x for x in r.row["leads_ignored"].split(",") if x]
+                                                  + [u for u in used if u not in scored])
         r.row["quality"] = ";".join(dict.fromkeys(r.quality))
         decided = positive_mask(pooled[None, :], config, thresholds) if rule != "none" else None
         r.row["labels"] = ";".join(c for c, on in zip(_label_names(config), decided[0]) if on) if decided is not None else ""
@@ -779,6 +798,8 @@ def predict_records(
                 owned = (pos * chunk.owned_s[:, None]).sum(axis=0)
                 r.positive_s = owned if r.positive_s is None else r.positive_s + owned
             r.n_scored += len(chunk)
+            present = np.asarray(chunk.features["lead_mask"]).astype(bool).any(axis=0)
+            r.scored = present if r.scored is None else (r.scored | present)
             r.in_flight -= 1
             if tl is not None:
                 tl.write(r.row["record_id"], r.path, chunk, p)
@@ -792,12 +813,12 @@ def predict_records(
         if r is not None:  # drop its chunks that were waiting for the model
             pending = [(q, c) for q, c in pending if q is not r]
             n_pending = sum(len(c) for _, c in pending)
+        errors.append(err)
+        if err_out is not None:  # with strict too: the record the run stopped at is in the errors file
+            err_out.write(_error_dict(err))
         if strict:
             run_pending()  # finish (and write) the records read before this one
             raise err from (None if err is exc else exc)
-        errors.append(err)
-        if err_out is not None:
-            err_out.write(_error_dict(err))
         logger.warning("skipping %s", err)
 
     bar = tqdm(total=len(record_paths), disable=not progress, unit="record", desc="ecgnat predict")
@@ -806,12 +827,13 @@ def predict_records(
             rec = str(rec_path)
             r = None
             try:
-                stream = RecordStream(rec_path, fe, lead_names=lead_names, chunk_s=chunk_s)
+                stream = RecordStream(rec_path, fe, lead_names=lead_names, chunk_s=chunk_s, sampling_rate=sampling_rate)
                 r = _Record(rec, stream, {
                     "record_id": stream.record_id, "path": rec, "n_windows": stream.n_windows,
                     "duration_s": round(float(stream.duration_s), 6), "sampling_rate": float(stream.sampling_rate),
                     "leads_used": ",".join(stream.lead_names_used), "leads_ignored": ",".join(stream.leads_ignored),
                 })
+                r.quality.extend(calibration_findings(stream.metadata, stream.lead_names_used))
                 if quality_fn is not False:
                     stream.on_read = lambda x, fs, names, _r=r: _r.quality.extend(_findings(quality_fn(x, fs, names)))
                 for chunk in stream:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -105,6 +106,8 @@ class RecordStream:
             (restrict to these leads, or name the channels of a record that does not).
         chunk_s: seconds of recording per chunk (at least one window). Peak memory is about
             ``chunk_s * rate * leads * 8`` bytes for the signal plus the windows of one chunk.
+        sampling_rate: the rate of a MATLAB file without a WFDB header and of no known layout (ignored
+            for other records); a ``lead_names`` list then names its channels in order.
 
     Opening reads only the header (and checks the signal file's size); errors are
     :class:`~ecgnat_hf.data.errors.ECGDataError` naming the record. Attributes after opening:
@@ -112,13 +115,25 @@ class RecordStream:
     ``lead_names_used``, ``leads_ignored``, ``n_windows``, ``metadata`` (the header's).
     """
 
-    def __init__(self, path, feature_extractor, lead_names: Sequence[str] | None = None, chunk_s: float = 600.0):
+    def __init__(self, path, feature_extractor, lead_names: Sequence[str] | None = None, chunk_s: float = 600.0,
+                 sampling_rate: float | None = None):
+        from .data.errors import LeadNameError
         from .data.records import ECGRecord, read_record
         from .inference import select_leads
 
         self.fe = fe = feature_extractor
         self.source = path
-        probe = read_record(path, start=0, stop=0)
+        # MATLAB files without a header: ``sampling_rate`` gives their rate (ignored for every other record),
+        # and a ``lead_names`` list names their channels when their layout names none
+        self._read_kw = {"sampling_rate": sampling_rate} if sampling_rate is not None else {}
+        try:
+            probe = read_record(path, start=0, stop=0, **self._read_kw)
+        except LeadNameError:
+            headerless = str(path).lower().endswith(".mat") and not Path(str(path)[:-4] + ".hea").is_file()
+            if not (headerless and isinstance(lead_names, (list, tuple)) and lead_names):
+                raise
+            self._read_kw["lead_names"] = list(lead_names)
+            probe = read_record(path, start=0, stop=0, **self._read_kw)
         self.record_id, self.path = probe.record_id, probe.path
         self.sampling_rate = float(probe.sampling_rate)
         self.n_samples = int(probe.metadata.get("record_samples", probe.n_samples))
@@ -181,7 +196,7 @@ class RecordStream:
     def _read(self, start: int, stop: int):
         from .data.records import read_record
 
-        rec = read_record(self.source, start=start, stop=stop)
+        rec = read_record(self.source, start=start, stop=stop, **self._read_kw)
         x = rec.signal[self.rows]
         if self.on_read is not None:
             self.on_read(x, self.sampling_rate, self.lead_names_used)

@@ -22,6 +22,7 @@ __all__ = [
     "ECGDataError",
     "MissingFileError",
     "HeaderError",
+    "UnitError",
     "TruncatedSignalError",
     "InvalidSignalError",
     "LeadNameError",
@@ -59,6 +60,12 @@ class MissingFileError(ECGDataError, FileNotFoundError):
 
 class HeaderError(ECGDataError, ValueError):
     """The header cannot be read or lacks a required field."""
+
+
+class UnitError(HeaderError):
+    """An ECG channel's header declares a physical unit that is not a voltage (``mmHg``, ``furlong``, an
+    unknown word): its samples cannot be converted to mV, so the record is refused rather than scored at an
+    unknown scale. The message names the record, the channel and the unit."""
 
 
 class TruncatedSignalError(ECGDataError, ValueError):

@@ -28,6 +28,7 @@ scoring tables ship in ``ecgnat_hf/resources`` (BSD-2, physionetchallenges/evalu
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import io
 import os
@@ -471,16 +472,25 @@ def read_label_table(
         raw = Path(src).read_bytes()
     except OSError as exc:
         raise LabelFileError(src, f"cannot read the labels file: {exc.strerror or exc}") from None
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    # a byte-order mark is stripped in every encoding (a UTF-8 BOM read as latin-1 would otherwise become
+    # part of the first column's name, "\u00ef\u00bb\u00bfrecord"); offsets in messages count from the file's start
+    skip = 0
+    for bom in (codecs.BOM_UTF8, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        if raw.startswith(bom) and (bom == codecs.BOM_UTF8 or "16" in encoding or "32" in encoding):
+            skip = len(bom) if bom == codecs.BOM_UTF8 else 0  # UTF-16/32 decoders read their own BOM
+            break
+    body = raw[skip:]
     try:
-        text = raw.decode(enc)
+        text = body.decode(encoding)
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        at = skip + exc.start
+        line = raw[:at].count(b"\n") + 1
         raise LabelFileError(
-            src, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file "
-            "as UTF-8 or give its encoding (labels_encoding='latin-1')", row=line) from None
+            src, f"not valid {encoding} text (byte 0x{raw[at]:02x} at offset {at}); save the file "
+            "as UTF-8 or give its encoding (labels_encoding='cp1252' or 'latin-1')", row=line) from None
     except LookupError:
         raise ValueError(f"unknown text encoding {encoding!r}") from None
+    text = text.lstrip("\ufeff")
     if "\x00" in text:
         raise LabelFileError(src, "the file holds NUL bytes: not a CSV text file")
     reader = csv.reader(io.StringIO(text, newline=""))

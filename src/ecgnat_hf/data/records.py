@@ -38,6 +38,7 @@ import re
 import shutil
 import stat
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -54,6 +55,7 @@ from .errors import (
     SamplingRateError,
     SignalMismatchError,
     TruncatedSignalError,
+    UnitError,
     UnreadableRecordError,
 )
 from ..models.ecgnat.feature_extraction_ecgnat import QualityThresholds
@@ -76,12 +78,16 @@ _INVALID_SAMPLE = {
     "24": -(2**23), "32": -(2**31),
 }
 
+# voltage units, matched after _unit_key (case, spaces, the micro signs and a mis-decoded "Âµ" folded)
 _UNIT_TO_MV = {
     "mv": 1.0, "millivolt": 1.0, "millivolts": 1.0,
-    "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
+    "uv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
     "v": 1e3, "volt": 1e3, "volts": 1e3,
-    "nv": 1e-6,
+    "nv": 1e-6, "nanovolt": 1e-6, "nanovolts": 1e-6,
 }
+# the largest magnitude a header baseline / ADC zero can have: the widest WFDB format is 32-bit
+_MAX_ADC = 2**31
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +153,7 @@ class _Signal:
     init_value: int | None
     description: str
     checksum: int | None = None
+    zero_gain: bool = False  # the header wrote 0 (uncalibrated): WFDB's default gain is used
 
 
 @dataclass
@@ -295,9 +302,12 @@ def _parse_signal_line(line: str, i: int, rec: str, quirks: list[str]) -> _Signa
             raise HeaderError(rec, f"signal line {i + 1}: cannot read the gain {toks[2]!r}") from None
         if gm.group(3):
             units = gm.group(3)
-        if gain == 0:
-            gain = _DEFAULT_GAIN  # WFDB: zero gain means "uncalibrated", use the default
+        zero_gain = gain == 0
+        if zero_gain:
+            gain = _DEFAULT_GAIN  # WFDB: zero gain means "uncalibrated", use the default (flagged by read_record)
             quirks.append(f"signal {i + 1}: zero gain replaced by {_DEFAULT_GAIN:g}")
+    else:
+        zero_gain = False
     adc_res = _to_int(toks[3], "ADC resolution", rec) if len(toks) > 3 else None
     adc_zero = _to_int(toks[4], "ADC zero", rec) if len(toks) > 4 else 0
     init_value = _to_int(toks[5], "initial value", rec) if len(toks) > 5 else None
@@ -307,8 +317,12 @@ def _parse_signal_line(line: str, i: int, rec: str, quirks: list[str]) -> _Signa
         raise HeaderError(rec, f"signal line {i + 1}: gain must be a finite number, got {toks[2]!r}")
     if baseline is None:
         baseline = adc_zero
+    for what, value in (("baseline", baseline), ("ADC zero", adc_zero)):
+        if abs(value) > _MAX_ADC:
+            raise HeaderError(rec, f"signal line {i + 1}: {what} {float(value):.3g} adu is beyond any ADC's range "
+                              "(|value| <= 2^31 for the widest WFDB format): the header is corrupted")
     return _Signal(file_name, fmt, spf, skew, offset, gain, baseline, units, adc_res, adc_zero,
-                   init_value, description, checksum)
+                   init_value, description, checksum, zero_gain)
 
 
 def _parse_age(value: str) -> float | None:
@@ -735,8 +749,52 @@ def _signals_wfdb(base: Path, h: _Header, rec: str, sampfrom: int = 0,
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def calibration_findings(metadata: Mapping, leads: Sequence[str] | None = None) -> list[str]:
+    """The header's doubtful calibration as quality findings, for ``leads`` (default: all): a negative gain
+    (the lead is inverted as written, exactly as wfdb reads it) and a zero gain (uncalibrated: WFDB's
+    default gain is used, so the amplitude is unknown). ``metadata`` is an :class:`ECGRecord`'s."""
+    keep = None if leads is None else set(leads)
+    out = []
+    for key, text in (("negative_gain_leads", "negative gain in the header: inverted as written (check the polarity)"),
+                      ("zero_gain_leads", f"gain 0 in the header (uncalibrated): WFDB's default {_DEFAULT_GAIN:g} "
+                                          "adu/mV used, so the amplitude is unknown")):
+        names = [n for n in metadata.get(key) or [] if keep is None or n in keep]
+        if names:
+            out.append(f"{'lead' if len(names) == 1 else 'leads'} {', '.join(names)}: {text}")
+    return out
+
+
+def _unit_key(unit: str) -> str:
+    key = unit.strip().replace(" ", "")
+    # Âµ (a UTF-8 micro sign read as latin-1), µ (micro sign), μ (Greek mu)
+    key = key.replace("\u00c2\u00b5", "u").replace("\u00b5", "u").replace("\u03bc", "u")
+    return key.lower()
+
+
 def _unit_factor(unit: str) -> float | None:
-    return _UNIT_TO_MV.get(unit.strip().lower()) if unit else 1.0
+    """Factor to mV for a voltage unit (a missing unit is mV, as the WFDB specification says); None otherwise."""
+    return _UNIT_TO_MV.get(_unit_key(unit)) if unit and unit.strip() else 1.0
+
+
+def _is_ecg_channel(name: str) -> bool:
+    """A channel the reader must deliver in mV: a standard lead or alias, an unnamed channel (``ch3``: it may
+    be named a lead later), or a name that says ECG/EKG."""
+    key = _squash(name)
+    return key in LEAD_ALIASES or bool(re.fullmatch(r"ch\d+", key)) or "ecg" in key or "ekg" in key
+
+
+def _check_float32_range(signal: np.ndarray, names: Sequence[str], h: _Header, rec: str) -> None:
+    """Values beyond float32 would silently become inf in the record: blame the calibration that made them."""
+    if not signal.size:
+        return
+    with warnings.catch_warnings():  # reductions, no copy of the signal; all-NaN leads give NaN (not compared)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = np.fmax(np.abs(np.nanmax(signal, axis=1)), np.abs(np.nanmin(signal, axis=1)))
+    for i in np.flatnonzero(peak > _FLOAT32_MAX):
+        s = h.signals[i] if i < len(h.signals) else None
+        cal = f" (gain {s.gain:g} adu/{s.units}, baseline {s.baseline})" if s is not None else ""
+        raise InvalidSignalError(rec, f"signal {i + 1} ({names[i] if i < len(names) else i}) reaches "
+                                 f"{float(peak[i]):.2g} mV{cal}: the header's gain or units are wrong")
 
 
 def _check_finite(signal: np.ndarray, lead_names: Sequence[str], rec: str) -> None:
@@ -803,6 +861,7 @@ def read_record(
     check_sampling_rate: bool = True,
     start: int = 0,
     stop: int | None = None,
+    check_units: bool = True,
 ) -> ECGRecord:
     """Read one ECG record as an :class:`ECGRecord` (float32, mV, (leads, samples)).
 
@@ -831,6 +890,13 @@ def read_record(
             ``.mat``); other formats and MATLAB files without a header are read whole, then cut.
             ``metadata["sample_range"]`` is the range read and ``metadata["record_samples"]`` the
             record's full length per lead.
+        check_units: raise :class:`UnitError` when an ECG channel (a standard lead name or alias, an
+            unnamed channel, or a name containing "ECG"/"EKG") declares a unit that is not a voltage
+            (``mmHg``, ``furlong``...). Voltages convert to mV (``uV``/``µV``, ``V``, ``nV``; ``mV`` in any
+            case). Other channels (``ABP`` in mmHg) are read unconverted. ``False`` reads every channel as
+            written. Header calibration that is read but doubtful (a negative gain: the lead is inverted as
+            written; a zero gain: WFDB's default 200 adu/mV is used) is listed, per lead, in
+            ``metadata["calibration_flags"]``, which ``ecgnat predict`` puts in its quality column.
 
     Raises:
         ECGDataError subclasses only (MissingFileError, HeaderError, MissingSamplingRateError,
@@ -840,7 +906,8 @@ def read_record(
     try:
         return _read_record(path, channel_names=channel_names, validate_leads=validate_leads,
                             check_finite=check_finite, sampling_rate=sampling_rate, lead_names=lead_names,
-                            verify=verify, check_sampling_rate=check_sampling_rate, start=start, stop=stop)
+                            verify=verify, check_sampling_rate=check_sampling_rate, start=start, stop=stop,
+                            check_units=check_units)
     except ECGDataError:
         raise
     except MemoryError:
@@ -869,7 +936,7 @@ def _is_file(p: Path) -> bool:
 
 
 def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_rate, lead_names, verify,
-                 check_sampling_rate, start=0, stop=None) -> ECGRecord:
+                 check_sampling_rate, start=0, stop=None, check_units=True) -> ECGRecord:
     if os.fspath(path) == "":
         raise MissingFileError("<empty path>", "no record path given (empty string)")
     base, hea = _header_path(path)  # a path without a record name ("." or "dir/") -> MissingFileError
@@ -926,11 +993,19 @@ def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_
     for i, u in enumerate(units):
         f = _unit_factor(u)
         if f is None:
+            if check_units and i < len(lead_names_out) and _is_ecg_channel(lead_names_out[i]):
+                raise UnitError(rec, f"signal {i + 1} ({lead_names_out[i]}): unit {u!r} is not a voltage; an ECG "
+                                "lead must be in mV, uV or V. The record is refused rather than scored at an unknown "
+                                "scale (read_record(..., check_units=False) reads it as written)")
             converted.append(False)
             continue
         converted.append(True)
         if f != 1.0:
             signal[i] *= f
+    _check_float32_range(signal, lead_names_out, h, rec)
+    sigs = h.signals[: len(lead_names_out)]
+    zero_gain = [lead_names_out[i] for i, s in enumerate(sigs) if s.zero_gain]
+    negative_gain = [lead_names_out[i] for i, s in enumerate(sigs) if s.gain < 0]
     meta = _metadata_from_comments(h.comments)
     meta.update(
         source="wfdb",
@@ -940,6 +1015,9 @@ def _read_record(path, *, channel_names, validate_leads, check_finite, sampling_
         base_time=h.base_time,
         base_date=h.base_date,
         header_quirks=h.quirks,
+        zero_gain_leads=zero_gain,
+        negative_gain_leads=negative_gain,
+        calibration_flags=calibration_findings({"zero_gain_leads": zero_gain, "negative_gain_leads": negative_gain}),
         sample_range=(lo, hi),
         record_samples=total,
     )
@@ -1006,6 +1084,20 @@ def read_matlab_record(
     rec = str(p)
     if not p.exists():
         raise MissingFileError(rec, "MATLAB file not found")
+    if sampling_rate is not None:
+        try:
+            sampling_rate = float(sampling_rate)
+        except (TypeError, ValueError):
+            raise SamplingRateError(rec, f"sampling_rate must be a number (Hz), got {sampling_rate!r}") from None
+        if not math.isfinite(sampling_rate) or sampling_rate <= 0:
+            raise SamplingRateError(rec, f"sampling rate must be positive, got {sampling_rate:g}")
+    if lead_names is not None:
+        if isinstance(lead_names, str):
+            lead_names = [x for x in lead_names.replace(" ", ",").split(",") if x]
+        bad = [i for i, n in enumerate(lead_names) if not isinstance(n, str) or not n.strip()]
+        if bad:
+            raise LeadNameError(rec, f"lead_names[{bad[0]}] is {list(lead_names)[bad[0]]!r}: every lead needs a name "
+                                "(a non-empty string)")
     try:
         mat = scipy.io.loadmat(str(p))
     except Exception as exc:
@@ -1049,11 +1141,15 @@ def read_matlab_record(
         meta["layout"] = f"array:{key}"
         if sampling_rate is None:
             raise MissingSamplingRateError(
-                rec, "unknown MATLAB layout without a WFDB header: pass sampling_rate=..."
+                rec, "MATLAB file without a WFDB header (.hea) and of no known layout: give its sampling rate "
+                "(ecgnat predict/plot --sampling_rate 500 --lead_names I,II,...; read_record(..., sampling_rate=500, "
+                "lead_names=[...])) or put its .hea beside it"
             )
         fs = sampling_rate
         if lead_names is None:
-            raise LeadNameError(rec, "unknown MATLAB layout without a WFDB header: pass lead_names=[...]")
+            raise LeadNameError(rec, f"MATLAB file without a WFDB header (.hea) and of no known layout: its "
+                                f"{data.shape[0]} leads are not named. Put its .hea beside it, or name them in order: "
+                                "read_record(..., lead_names=[...]), ecgnat predict/plot --lead_names I,II,...")
         names_out = list(lead_names)
     if data.ndim != 2:
         raise InvalidSignalError(rec, f"expected a 2-D signal, got shape {data.shape}")

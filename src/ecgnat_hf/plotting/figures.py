@@ -121,6 +121,8 @@ def plot_ecg_12lead(
     rhythm_lead: str = "II",
     max_predictions: int = 8,
     dpi: int = 150,
+    offset_s: float = 0.0,
+    record_duration_s: float | None = None,
 ) -> Figure:
     """Plot an ECG as a clinical 12-lead printout on ECG paper.
 
@@ -137,6 +139,9 @@ def plot_ecg_12lead(
             recorded (drawn greyed out with "not recorded", never as a flat line).
         path: where to save the figure (optional).
         start_s: start of the 10 s window shown (for recordings longer than 10 s).
+        offset_s, record_duration_s: when ``signal`` is a piece of a longer record (``ecgnat plot`` reads
+            only the 10 s it shows): the time of its first sample in the record, and the record's duration
+            (default: the piece's), so that the printout states the record's times.
         row_height_mv: height of each row in mV (10 mm per mV); default: fitted to the signal,
             between 3 and 5 mV.
         rhythm_lead: lead of the bottom rhythm strip; if absent, the first recorded lead is used
@@ -186,9 +191,9 @@ def plot_ecg_12lead(
     total_s = 4 * panel_s
 
     def window(x: np.ndarray, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-        i0 = max(int(round((start_s + a) * fs)), 0)
-        i1 = min(int(round((start_s + b) * fs)) + 1, n)
-        return t[i0:i1] - start_s, x[i0:i1]
+        i0 = max(int(round((start_s - offset_s + a) * fs)), 0)
+        i1 = min(int(round((start_s - offset_s + b) * fs)) + 1, n)
+        return t[i0:i1] - (start_s - offset_s), x[i0:i1]
 
     if row_height_mv is None:
         # fit the tallest 2.5 s panel (each panel is centred on its own signal), 3-5 mV, whole mV
@@ -271,7 +276,7 @@ def plot_ecg_12lead(
 
     # header: title, scale, predictions
     fig.text(left_mm / fig_w, 1 - 5 / fig_h, title or "12-lead ECG", fontsize=12, fontweight="bold", va="top")
-    dur = n / fs
+    dur = record_duration_s if record_duration_s is not None else offset_s + n / fs
     scale = f"25 mm/s   10 mm/mV   {fs:g} Hz   shown {start_s:g}-{start_s + total_s:g} s of {dur:.1f} s"
     missing = [k for k in CANONICAL_LEADS if rows_by_lead[k] is None]
     if missing:

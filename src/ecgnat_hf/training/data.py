@@ -143,6 +143,7 @@ def load_splits(builder, data_args) -> "datasets.DatasetDict":  # noqa: F821
     import datasets
 
     builder.download_and_prepare()
+    _require_prepared_split(builder, "train")
     dd = builder.as_dataset()
     dd = datasets.DatasetDict(dict(dd))
     if data_args.dataset in ("sample", "ptbxl", *CORPUS_KINDS):
@@ -273,6 +274,24 @@ def _lead_naming(data_args):
     from ..data.leads import parse_lead_names
 
     return parse_lead_names(getattr(data_args, "lead_names", None))
+
+
+def _require_prepared_split(builder, split: str) -> None:
+    """Every record of ``split`` was left out while the dataset was built (unreadable, no usable lead...):
+    say so with the first reasons, instead of ``datasets``' "Instruction 'train' corresponds to no data!"."""
+    splits = getattr(getattr(builder, "info", None), "splits", None) or {}
+    info = splits.get(split) if hasattr(splits, "get") else None
+    if info is not None and int(info.num_examples or 0) > 0:
+        return
+    skipped = list(getattr(builder, "skipped", []))
+    if info is None and not skipped:
+        return  # a builder without this split at all: the caller's own message applies
+    first = "".join(f"\n  {s.record}: {s.reason}: {s.error}" for s in skipped[:5])
+    more = f"\n  ... and {len(skipped) - 5} more (builder.skipped lists them)" if len(skipped) > 5 else ""
+    raise ValueError(f"{getattr(builder, 'name', 'dataset')} at {getattr(builder.config, 'data_dir', None) or ''}: "
+                     f"no usable {split} record: every {split} record was left out ({len(skipped)} record(s) left out in "
+                     "all). First reasons:"
+                     f"{first}{more}")
 
 
 def _require_examples(splits: dict, split: str, name: str, skipped: list) -> None:
