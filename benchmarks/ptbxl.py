@@ -1090,9 +1090,9 @@ def main(argv=None) -> int:
                      log=lambda m: print(m, flush=True), quick=args.quick)
         finally:
             if src.name == "_pack.npz":
-                src.unlink()
+                src.unlink(missing_ok=True)
             if args.bundle_to:
-                for b in bundle(args.results, args.bundle_to):
+                for b in bundle(args.results, args.bundle_to, max_files=6):
                     print(f"bundled {b} ({b.stat().st_size / 2**20:.1f} MiB)", flush=True)
         return 0
     if args.cmd == "run":
