@@ -1042,6 +1042,8 @@ def main(argv=None) -> int:
     rn.add_argument("--epochs", type=int, default=30)
     rn.add_argument("--min_steps", type=int, default=600)
     rn.add_argument("--batch_size", type=int, default=256)
+    rn.add_argument("--eval_every", type=int, default=0, help="steps between validation scores (0: ~25 per run)")
+    rn.add_argument("--save", help="save the trained weights here (one run only)")
     rn.add_argument("--lead_subsets", action="store_true")
     rn.add_argument("--device")
     rp = sub.add_parser("report", help="means over seeds and paired intervals from a results folder")
@@ -1104,7 +1106,8 @@ def main(argv=None) -> int:
         specs = [RunSpec(task=t, model=m, fraction=f, seed=s, protocol=args.protocol,
                          init=args.init if m.startswith("ecgnat") else "scratch", pretrained=args.pretrained,
                          window_s=args.window_s, lr=args.lr, epochs=args.epochs, min_steps=args.min_steps,
-                         batch_size=args.batch_size, lead_subsets=args.lead_subsets)
+                         batch_size=args.batch_size, lead_subsets=args.lead_subsets, eval_every=args.eval_every,
+                         save=args.save)
                  for t in args.tasks.split(",") for m in args.models.split(",")
                  for f in _floats(args.fractions) for s in _ints(args.seeds)]
         run_many(specs, data, Results(args.results), args.device)
