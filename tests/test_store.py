@@ -288,3 +288,57 @@ def open_store_split(path):
     from ecgnat_hf.data.store import ECGStore
 
     return ECGStore(path).split
+
+
+def _mimic_and_code15(root: Path, n: int = 24):
+    """Tiny corpora in both real layouts from the bundled records (varied copies), with one faulty record each."""
+    from ecgnat_hf.data.corpus_layouts import bundled_signals, vary, write_code15, write_mimic_iv_ecg
+
+    rng = np.random.default_rng(0)
+    sig500 = [vary(s, rng) for _, s in bundled_signals(500, n)]
+    mimic = root / "mimic"
+    paths = write_mimic_iv_ecg(mimic, sig500, subject_ids=[10000000 + i // 2 for i in range(n)], writer="numpy")
+    (mimic / (paths[3] + ".dat")).write_bytes((mimic / (paths[3] + ".dat")).read_bytes()[:1000])  # truncated
+    sig400 = [vary(s, rng) for _, s in bundled_signals(400, n)]
+    sig400[5][:] = 0.0  # an all-zero exam
+    code = root / "code15"
+    y = (rng.random((n, 6)) < 0.3).astype(np.float32)
+    write_code15(code, sig400, exam_ids=list(range(1, n + 1)), patient_ids=[500 + i // 2 for i in range(n)], labels=y,
+                 part_size=10)
+    return mimic, paths, code, y
+
+
+@pytest.mark.slow
+def test_mimic_and_code15_layouts(tmp_path):
+    """Both corpora into stores: records at the model's rate in canonical lead order, split by subject, the faulty
+    records in skipped.csv named as the corpus index writes them; CODE-15 % keeps its six labels."""
+    from ecgnat_hf.data.store import ECGStore, prepare_store
+
+    mimic, paths, code, y = _mimic_and_code15(tmp_path)
+    fe = _fe(100)
+    m = prepare_store(_args(dataset="mimic-iv-ecg", data_dir=str(mimic), validation_fraction=0.2, test_fraction=0.2),
+                      fe, tmp_path / "s_mimic", records_per_shard=5, progress=False, num_proc=2)
+    st = ECGStore(tmp_path / "s_mimic")
+    with open(tmp_path / "s_mimic" / "skipped.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["record"] for r in rows] == [paths[3]] and m["n_records"] == 23
+    assert sorted(st.record) == sorted(p for i, p in enumerate(paths) if i != 3)
+    assert (st.n_samples == 1000).all()  # 10 s at 500 Hz, resampled once to the model's 100 Hz
+    by_subject = {}
+    for subj, split in zip(st.subject, st.split):
+        by_subject.setdefault(subj, set()).add(split)
+    assert all(len(v) == 1 for v in by_subject.values())  # no subject in two splits
+    # the stored leads are in canonical order (MIMIC stores aVF before aVL): aVL ~ (I - III) / 2, aVF ~ (II + III) / 2
+    x = st.signal(0)
+    corr = lambda a, b: np.corrcoef(a, b)[0, 1]  # noqa: E731
+    assert corr(x[4], (x[0] - x[2]) / 2) > 0.9 and corr(x[5], (x[1] + x[2]) / 2) > 0.9
+    m2 = prepare_store(_args(dataset="code15", data_dir=str(code), validation_fraction=0.2, test_fraction=0.2),
+                       fe, tmp_path / "s_code", records_per_shard=4, progress=False)
+    st2 = ECGStore(tmp_path / "s_code")
+    with open(tmp_path / "s_code" / "skipped.csv", newline="") as f:
+        rows2 = list(csv.DictReader(f))
+    assert [r["record"] for r in rows2] == ["exams_part0.hdf5:6"] and m2["n_records"] == 23
+    assert m2["label_names"] == ["1dAVb", "RBBB", "LBBB", "SB", "ST", "AF"]
+    i = st2.record.index("exams_part1.hdf5:12")
+    np.testing.assert_array_equal(st2.labels[i], y[11])
+    assert (st2.n_samples == 1000).all()  # the zero padding of the 4096-sample tracings is trimmed

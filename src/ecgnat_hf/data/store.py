@@ -194,15 +194,27 @@ def _list_kwargs(gen_kwargs: dict) -> list[str]:
     return keys
 
 
+def _is_table(item) -> bool:
+    return hasattr(item, "iloc") and hasattr(item, "__len__")  # a pandas chunk of index rows (MIMIC, CODE-15 %)
+
+
+def _item_sizes(items: Sequence) -> np.ndarray:
+    """Records per list item: a table chunk holds one record per row, anything else (an id, a path) one."""
+    return np.asarray([len(it) if _is_table(it) else 1 for it in items], dtype=np.int64)
+
+
 def _plan(builder, records_per_shard: int) -> tuple[list[dict], list[list[str]]]:
     """Shards: ``{"shard", "split", "start", "stop", "n_items"}`` in a fixed order, plus the records the
-    builder left out while listing the source (e.g. a folder record without a labels row)."""
+    builder left out while listing the source (e.g. a folder record without a labels row).
+
+    ``start``/``stop`` count records of the split's list argument in order (a table chunk of the list
+    counts its rows), so a shard holds ``records_per_shard`` listed records whatever the builder's chunking."""
     builder.skipped = []
     gens = builder._split_generators(None)
     shards, k = [], 0
     for g in gens:
         keys = _list_kwargs(g.gen_kwargs)
-        n = len(g.gen_kwargs[keys[0]]) if keys else 1
+        n = int(_item_sizes(g.gen_kwargs[keys[0]]).sum()) if keys else 1
         step = n if not keys else max(1, int(records_per_shard))
         for start in range(0, max(n, 1), step):
             stop = min(n, start + step)
@@ -210,6 +222,23 @@ def _plan(builder, records_per_shard: int) -> tuple[list[dict], list[list[str]]]
             k += 1
     listing_skips = [[s.record, s.reason, s.error] for s in builder.skipped]
     return shards, listing_skips
+
+
+def _slice_items(items: Sequence, start: int, stop: int) -> list:
+    """The listed records ``start:stop`` of ``items`` (table chunks cut by rows)."""
+    sizes = _item_sizes(items)
+    ends = np.cumsum(sizes)
+    out = []
+    first = int(np.searchsorted(ends, start, side="right"))
+    pos = int(ends[first - 1]) if first > 0 else 0
+    for i in range(first, len(items)):
+        if pos >= stop:
+            break
+        a, b = max(start - pos, 0), min(stop - pos, int(sizes[i]))
+        it = items[i]
+        out.append(it.iloc[a:b] if _is_table(it) else it)
+        pos += int(sizes[i])
+    return out
 
 
 def _shard_kwargs(builder, split: str, start: int, stop: int) -> dict:
@@ -220,7 +249,7 @@ def _shard_kwargs(builder, split: str, start: int, stop: int) -> dict:
         if str(g.name) == split:
             kw = dict(g.gen_kwargs)
             for key in _list_kwargs(kw):
-                kw[key] = list(kw[key])[start:stop]
+                kw[key] = _slice_items(list(kw[key]), start, stop)
             return kw
     raise StoreError(f"the source no longer has a '{split}' split (did the data folder change since the plan?)")
 
@@ -245,7 +274,7 @@ def _features(n_leads: int, n_labels: int | None):
 
 
 def _relative(record: str, data_dir: str | None) -> str:
-    if data_dir:
+    if data_dir and Path(record).is_absolute():
         try:
             return str(Path(record).resolve().relative_to(Path(data_dir).resolve()))
         except (ValueError, OSError):
