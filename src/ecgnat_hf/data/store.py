@@ -482,15 +482,18 @@ def prepare_store(data_args, feature_extractor, output_dir, *, num_proc: int = 1
                 tmp.unlink(missing_ok=True)
         if len(todo) < len(mine):
             logger.info("%s: %d of %d shard(s) already finished, skipped", out, len(mine) - len(todo), len(mine))
+        t0 = time.perf_counter()
         _run_jobs(spec, todo, out, name, len(label_names) if label_names else None, num_proc, progress)
+        timing = {"prepared_records": sum(s["n_items"] for s in todo), "prepared_shards": len(todo),
+                  "prepare_seconds": time.perf_counter() - t0, "num_proc": num_proc}
     missing = [s["shard"] for s in shards if _finished(out, s["shard"]) is None]
     if missing:
         summary = {"store": str(out), "part": f"{shard_index} of {num_shards}", "shards_done": len(shards) - len(missing),
                    "shards_missing": len(missing)}
         logger.warning("%s: part %d of %d done; %d shard(s) of other parts missing (run them, into this folder or "
                        "their own and then `ecgnat prepare --merge`)", out, shard_index, num_shards, len(missing))
-        return summary
-    return finalize_store(out, command=command)
+        return dict(summary, **timing)
+    return dict(finalize_store(out, command=command), **timing)  # the timing is not written to the manifest
 
 
 def _run_jobs(spec, jobs, out: Path, source: str, n_labels, num_proc: int, progress: bool) -> None:

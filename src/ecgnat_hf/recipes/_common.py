@@ -235,7 +235,8 @@ def _store_card(path) -> dict:
 def card_datasets(data_args) -> list:
     if data_args.dataset == "folder":
         return [{"name": f"local ECG folder {Path(data_args.data_dir).name}", "license": "the data owner's terms", "url": ""}]
-    names = [_store_card(data_args.data_dir) if data_args.dataset == "store" else _DATASET_CARD_NAMES[data_args.dataset]]
+    names = [_store_card(data_args.data_dir) if data_args.dataset == "store"
+             else _DATASET_CARD_NAMES.get(data_args.dataset, data_args.dataset)]
     for item in getattr(data_args, "extra_sources", []) or []:
         kind, _, path = item.partition(":")
         if kind.lower() == "store":

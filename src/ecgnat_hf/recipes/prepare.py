@@ -59,6 +59,11 @@ def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
         manifest = prepare_store(data_args, fe, prep.output_dir, num_proc=prep.num_proc,
                                  records_per_shard=prep.records_per_shard, num_shards=prep.num_shards,
                                  shard_index=prep.shard_index, command=command, progress=not prep.no_progress)
+    if manifest.get("prepared_records"):
+        dt = manifest["prepare_seconds"]
+        print(f"prepared {manifest['prepared_records']} listed record(s) in {manifest['prepared_shards']} shard(s) in "
+              f"{dt:.1f} s ({manifest['prepared_records'] / max(dt, 1e-9):.0f} records/s with {manifest['num_proc']} "
+              "process(es))")
     if "n_records" in manifest:
         print(f"{prep.output_dir}: {manifest['n_records']} records in {len(manifest['shards'])} shard(s) at "
               f"{manifest['sampling_rate']:g} Hz; {manifest['n_skipped']} left out (skipped.csv)")
