@@ -110,11 +110,22 @@ def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str
     cmd = ["nice", "-n", "10", sys.executable, "-m", "ecgnat_hf.cli", "prepare", "--dataset", kind, "--data_dir",
            str(corpus), "--output_dir", str(store), "--num_proc", str(num_proc), "--preset", preset,
            "--no_progress", "true"]
-    t = time.perf_counter()
+    import resource
+
+    def cpu():
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # every waited-for descendant: pool workers included
+        return ru.ru_utime + ru.ru_stime
+
+    c0, t = cpu(), time.perf_counter()
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     dt = time.perf_counter() - t
+    c1 = cpu()
     if r.returncode != 0:
         raise RuntimeError(f"prepare failed: {r.stderr[-3000:]}")
+    # the same command again on the finished store: start-up, listing and index only (every shard is skipped);
+    # its CPU time is subtracted, so cpu_s_per_record is the work per record, whatever else runs on the machine
+    subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=True)
+    c2 = cpu()
     m = json.loads((store / "manifest.json").read_text())
     import re
 
@@ -126,6 +137,8 @@ def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str
     return {"kind": kind, "num_proc": num_proc, "n_records": m["n_records"], "n_skipped": m["n_skipped"],
             "seconds": dt, "work_seconds": work, "records_per_s": (m["n_records"] + m["n_skipped"]) / work,
             "records_per_s_with_startup": (m["n_records"] + m["n_skipped"]) / dt,
+            "cpu_s": c1 - c0, "cpu_s_rerun": c2 - c1,
+            "records_per_cpu_s": (m["n_records"] + m["n_skipped"]) / max((c1 - c0) - (c2 - c1), 1e-9),
             "store_bytes": total, "shard_bytes": shards, "int16_bytes": int16, "size_ratio": total / int16}
 
 
@@ -217,6 +230,59 @@ def fit(xs, ys):
     return a, b
 
 
+def _g(d, *keys, default=float("nan")):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d or d[k] is None:
+            return default
+        d = d[k]
+    return d
+
+
+def report(results: dict, preset: str) -> None:
+    S = {int(k): v for k, v in results["sizes"].items()}
+    sizes = sorted(S)
+    print(f"\nPretraining at scale (MIMIC-IV-ECG layout, synthetic copies of the bundled records; model {preset}, "
+          f"{results['machine']})")
+    print(f"{'records':>8} {'prep/s np1':>10} {'np2':>6} {'rec/CPU-s':>9} {'read-only/s':>11} {'store/int16':>11} "
+          f"{'RSS MiB':>8} {'PSS MiB':>8} {'1st step s':>10} {'loader win/s':>12}")
+    for n in sizes:
+        r = S[n]
+        pr = r.get("prepare_np1") or r.get("prepare_np2") or {}
+        print(f"{n:>8} {_g(r, 'prepare_np1', 'records_per_s'):>10.0f} {_g(r, 'prepare_np2', 'records_per_s'):>6.0f} "
+              f"{_g(r, 'prepare_np1', 'records_per_cpu_s'):>9.0f} {_g(r, 'read_only_records_per_s'):>11.0f} "
+              f"{_g(pr, 'size_ratio'):>11.3f} {_g(r, 'pretrain', 'peak_rss_mib'):>8.0f} "
+              f"{_g(r, 'pretrain', 'peak_tree_pss_mib'):>8.0f} {_g(r, 'pretrain', 'first_step_s'):>10.1f} "
+              f"{_g(r, 'loader_windows_per_s'):>12.0f}")
+    lo, hi = sizes[0], sizes[-1]
+    print(f"ratios: prepare np1 / read-only = {_g(S[lo], 'prepare_np1', 'records_per_s') / _g(S[lo], 'read_only_records_per_s'):.2f}; "
+          f"np2 / np1 = {_g(S[lo], 'prepare_np2', 'records_per_s') / _g(S[lo], 'prepare_np1', 'records_per_s'):.2f}; "
+          f"peak RSS {hi} / {lo} = {_g(S[hi], 'pretrain', 'peak_rss_mib') / _g(S[lo], 'pretrain', 'peak_rss_mib'):.3f}; "
+          f"tree PSS {hi} / {lo} = {_g(S[hi], 'pretrain', 'peak_tree_pss_mib') / _g(S[lo], 'pretrain', 'peak_tree_pss_mib'):.3f}")
+    trained = [n for n in sizes if "pretrain" in S[n]]
+    if trained:
+        a, b = fit(trained, [S[n]["pretrain"]["peak_rss_mib"] for n in trained])
+        a2, b2 = fit(trained, [S[n]["pretrain"]["peak_tree_pss_mib"] for n in trained])
+        print(f"projected pretrain memory at 1,000,000 records: peak RSS {a + b * 1e6:.0f} MiB (slope {b * 1000:.2f} MiB "
+              f"per 1,000 records), tree PSS {a2 + b2 * 1e6:.0f} MiB (slope {b2 * 1000:.2f})")
+    pr = S[hi].get("prepare_np1") or S[hi].get("prepare_np2")
+    if pr:
+        per_rec = pr["store_bytes"] / pr["n_records"]
+        cpu = np.nanmean([_g(S[n], "prepare_np1", "records_per_cpu_s") for n in sizes])
+        print(f"projected to 1,000,000 records: store {per_rec * 1e6 / 1e9:.1f} GB; prepare {1e6 / cpu / 3600:.1f} CPU-hours "
+              f"({cpu:.0f} records per CPU-second), i.e. {1e6 / cpu / 3600 / 16:.2f} h with --num_proc 16 on 16 free cores")
+    olds = sorted(int(k) for k in results.get("old_path", {}))
+    for n in olds:
+        o = results["old_path"][str(n)] if str(n) in results["old_path"] else results["old_path"][n]
+        print(f"old in-RAM path, {n} records: peak RSS {o['peak_rss_mib']:.0f} MiB, tree PSS {o['peak_tree_pss_mib']:.0f} MiB, "
+              f"first step {o['first_step_s']:.1f} s"
+              + (f"; old / store peak RSS = {o['peak_rss_mib'] / S[n]['pretrain']['peak_rss_mib']:.2f}"
+                 if n in S and "pretrain" in S[n] else ""))
+    if "code15" in results:
+        c = results["code15"]
+        print(f"CODE-15 % layout, {c['n_records'] + c['n_skipped']} exams: prepare {c['records_per_s']:.0f} records/s "
+              f"(1 process), {_g(c, 'records_per_cpu_s'):.0f} records per CPU-second, store / int16 {c['size_ratio']:.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -227,7 +293,23 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--num_proc", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--keep", action="store_true", help="keep the corpora and stores")
+    ap.add_argument("--results", default="scale_results.json", help="file name of the results under --work")
+    ap.add_argument("--skip_training", action="store_true", help="prepare figures only (no pretrain, no loader)")
+    ap.add_argument("--report", type=Path, nargs="+", default=None,
+                    help="only print the report of these scale_results.json files (merged, later files win)")
     args = ap.parse_args()
+    if args.report:
+        merged = {"sizes": {}, "old_path": {}}
+        for f in args.report:
+            d = json.loads(Path(f).read_text())
+            for k in ("sizes", "old_path"):
+                for n, v in d.get(k, {}).items():
+                    merged[k].setdefault(str(n), {}).update(v)
+            for k in ("machine", "preset", "code15"):
+                if k in d:
+                    merged[k] = d[k]
+        report(merged, merged.get("preset", args.preset))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     results = {"sizes": {}, "old_path": {}, "machine": f"{os.cpu_count()} cores", "preset": args.preset}
     train = ["--preset", args.preset, "--max_steps", str(args.steps), "--dataloader_num_workers", "2",
@@ -242,12 +324,15 @@ def main():
             r[f"prepare_np{p}"] = run_prepare("mimic-iv-ecg", corpus, args.work / f"store-{n}", p, args.preset)
             print(f"[{n}] prepare --num_proc {p}: {r[f'prepare_np{p}']['records_per_s']:.0f} records/s", flush=True)
         store = args.work / f"store-{n}"
+        results["sizes"][n] = r
+        if args.skip_training:
+            continue
         r["pretrain"] = run_pretrain(["--dataset", "store", "--data_dir", str(store), *train], args.work / f"run-{n}")
         print(f"[{n}] pretrain: {r['pretrain']}", flush=True)
         r["loader_windows_per_s"] = loader_rate(store, args.preset)
         print(f"[{n}] loader: {r['loader_windows_per_s']:.0f} windows/s", flush=True)
         results["sizes"][n] = r
-        (args.work / "scale_results.json").write_text(json.dumps(results, indent=1))
+        (args.work / args.results).write_text(json.dumps(results, indent=1))
     if args.code15_size:
         corpus = args.work / f"code15-{args.code15_size}"
         build_code15(corpus, args.code15_size)
@@ -262,50 +347,10 @@ def main():
                                                str(cache), *train], args.work / f"run-old-{n}")
         print(f"[old path {n}] pretrain: {results['old_path'][n]}", flush=True)
         shutil.rmtree(cache, ignore_errors=True)
-    (args.work / "scale_results.json").write_text(json.dumps(results, indent=1))
+    (args.work / args.results).write_text(json.dumps(results, indent=1))
 
     # ------------------------------------------------------------------ report
-    sizes = sorted(results["sizes"])
-    S = results["sizes"]
-    print("\nPretraining at scale (MIMIC-IV-ECG layout, synthetic copies of the bundled records; model "
-          f"{args.preset}, {os.cpu_count()} cores)")
-    print(f"{'records':>8} {'prep/s np1':>10} {'np2':>6} {'read-only/s':>11} {'store/int16':>11} {'RSS MiB':>8} "
-          f"{'PSS MiB':>8} {'1st step s':>10} {'loader win/s':>12}")
-    for n in sizes:
-        r = S[n]
-        p1 = r.get("prepare_np1", {}).get("records_per_s", float("nan"))
-        p2 = r.get("prepare_np2", {}).get("records_per_s", float("nan"))
-        pr = r.get("prepare_np1") or r.get("prepare_np2")
-        print(f"{n:>8} {p1:>10.0f} {p2:>6.0f} {r['read_only_records_per_s']:>11.0f} {pr['size_ratio']:>11.3f} "
-              f"{r['pretrain']['peak_rss_mib']:>8.0f} {r['pretrain']['peak_tree_pss_mib']:>8.0f} "
-              f"{r['pretrain']['first_step_s']:>10.1f} {r['loader_windows_per_s']:>12.0f}")
-    if len(sizes) >= 1:
-        lo, hi = sizes[0], sizes[-1]
-        print(f"ratios: prepare np1 / read-only = {S[lo].get('prepare_np1', {}).get('records_per_s', float('nan')) / S[lo]['read_only_records_per_s']:.2f}"
-              + (f"; np2 / np1 = {S[lo]['prepare_np2']['records_per_s'] / S[lo]['prepare_np1']['records_per_s']:.2f}"
-                 if "prepare_np2" in S[lo] and "prepare_np1" in S[lo] else "")
-              + f"; peak RSS {hi} / {lo} = {S[hi]['pretrain']['peak_rss_mib'] / S[lo]['pretrain']['peak_rss_mib']:.3f}"
-              + f"; tree PSS {hi} / {lo} = {S[hi]['pretrain']['peak_tree_pss_mib'] / S[lo]['pretrain']['peak_tree_pss_mib']:.3f}")
-        a, b = fit(sizes, [S[n]["pretrain"]["peak_rss_mib"] for n in sizes])
-        a2, b2 = fit(sizes, [S[n]["pretrain"]["peak_tree_pss_mib"] for n in sizes])
-        pr = S[hi].get("prepare_np1") or S[hi].get("prepare_np2")
-        per_rec = pr["store_bytes"] / pr["n_records"]
-        rate1 = np.mean([S[n]["prepare_np1"]["records_per_s"] for n in sizes if "prepare_np1" in S[n]] or [np.nan])
-        print(f"projected to 1,000,000 records: store {per_rec * 1e6 / 1e9:.1f} GB at {results['sizes'][hi]['prepare_np1']['kind'] if 'prepare_np1' in S[hi] else ''} "
-              f"the model's rate; prepare {1e6 / rate1 / 3600:.1f} h per process (x1/num_proc); pretrain peak RSS "
-              f"{a + b * 1e6:.0f} MiB (slope {b * 1000:.2f} MiB per 1,000 records), tree PSS {a2 + b2 * 1e6:.0f} MiB")
-    if results["old_path"]:
-        olds = sorted(results["old_path"])
-        for n in olds:
-            print(f"old in-RAM path, {n} records: peak RSS {results['old_path'][n]['peak_rss_mib']:.0f} MiB, "
-                  f"first step {results['old_path'][n]['first_step_s']:.1f} s")
-        if olds[0] in S:
-            print(f"ratio old / store peak RSS at {olds[0]}: "
-                  f"{results['old_path'][olds[0]]['peak_rss_mib'] / S[olds[0]]['pretrain']['peak_rss_mib']:.2f}")
-    if "code15" in results:
-        c = results["code15"]
-        print(f"CODE-15 % layout, {args.code15_size} exams: prepare {c['records_per_s']:.0f} records/s (1 process), "
-              f"store / int16 {c['size_ratio']:.3f}")
+    report(results, args.preset)
     if not args.keep:
         for p in args.work.glob("run-*"):
             shutil.rmtree(p, ignore_errors=True)

@@ -388,3 +388,29 @@ def test_trainer_resumes_mid_epoch_where_it_stopped(store, tmp_path):
     assert len(full) >= 12 and {e for e, _, _ in full} == {0, 1} and sum(e == 0 for e, _, _ in full) == 8
     resumed = run(tmp_path / "b", resume=None) and run(tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint-3"))
     assert resumed == full[6:]  # steps 4-6 only: same records, same epoch, same crops
+
+
+def test_scale_pretrain_config_parses():
+    from transformers import TrainingArguments
+
+    from ecgnat_hf.training.arguments import DataArguments, ModelArguments, parse_recipe_args
+
+    m, d, t = parse_recipe_args((ModelArguments, DataArguments, TrainingArguments),
+                                [str(REPO / "recipes" / "configs" / "base_scale_pretrain.yaml"), "--bf16", "false"])
+    assert d.dataset == "store" and d.extra_sources == ["store:stores/code15", "store:stores/cinc2021"]
+    assert d.source_weights == [2.0, 1.0, 1.0] and m.preset == "base"
+    with pytest.raises(ValueError, match="2 weight"):
+        DataArguments(dataset="store", data_dir="x", source_weights="1,2")
+
+
+def test_cli_errors_name_the_store(tmp_path, capsys):
+    from ecgnat_hf.cli import main
+    from ecgnat_hf.data.store import _Lock
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with _Lock(out, "prepare"):
+        assert main(["prepare", "--dataset", "sample", "--max_records", "8", "--output_dir", str(out)]) == 1
+    assert "another prepare is writing this store" in capsys.readouterr().err
+    assert main(["pretrain", "--dataset", "store", "--data_dir", str(out), "--output_dir", str(tmp_path / "o")]) == 2
+    assert f"{out}: not a prepared store" in capsys.readouterr().err

@@ -9,7 +9,8 @@
 Every record is resampled to the model's rate (``--preset`` or ``--model_name_or_path``) with the
 model's extractor and kept at full length; see :mod:`ecgnat_hf.data.store` for the layout. A rerun of the
 same command skips finished shards (resume after a stop or ``kill -9``) and writes the same bytes.
-Python: ``main(args: list[str] | None = None, command: str | None = None) -> dict`` (the manifest).
+Python: ``main(args: list[str] | None = None, command: str | None = None) -> dict`` (the manifest), or exit code 1
+after printing a store error (another prepare holds the lock, the disk is full, the folder holds another store).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import logging  # noqa: E402
+import sys  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Sequence  # noqa: E402
 
@@ -42,11 +44,21 @@ class PrepareArguments:
 
 
 def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
-    from ..data.store import merge_stores, prepare_store
+    from ..data.store import StoreError
     from ..training.arguments import DataArguments, ModelArguments, parse_recipe_args
 
     model_args, data_args, prep = parse_recipe_args((ModelArguments, DataArguments, PrepareArguments), args)
     command = C.command_line("prepare", args, command)
+    try:
+        return _run(model_args, data_args, prep, command)
+    except StoreError as exc:  # lock held, disk full, a folder holding another store: a message, exit code 1
+        print(f"ecgnat prepare: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(model_args, data_args, prep, command) -> dict:
+    from ..data.store import merge_stores, prepare_store
+
     if prep.merge:
         manifest = merge_stores(prep.merge, prep.output_dir, command=command)
     else:

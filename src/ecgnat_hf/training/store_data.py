@@ -33,9 +33,13 @@ __all__ = ["StoreWindows", "open_store", "store_pretraining_data", "store_classi
 
 
 def open_store(path):
-    from ..data.store import ECGStore
+    """The store at ``path``; a missing or unfinished one is a ``ValueError`` (the recipes print it, exit code 2)."""
+    from ..data.store import ECGStore, StoreError
 
-    return ECGStore(path)
+    try:
+        return ECGStore(path)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def check_store_matches(store, feature_extractor) -> None:
