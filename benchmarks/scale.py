@@ -105,11 +105,11 @@ def read_only_rate(corpus: Path, limit: int = 300) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
-def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str) -> dict:
+def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str, records_per_shard: int = 250) -> dict:
     shutil.rmtree(store, ignore_errors=True)
     cmd = ["nice", "-n", "10", sys.executable, "-m", "ecgnat_hf.cli", "prepare", "--dataset", kind, "--data_dir",
            str(corpus), "--output_dir", str(store), "--num_proc", str(num_proc), "--preset", preset,
-           "--no_progress", "true"]
+           "--no_progress", "true", "--records_per_shard", str(records_per_shard)]
     import resource
 
     def cpu():
