@@ -14,6 +14,7 @@ lead-name problems from both the record reader and this extractor.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -382,6 +383,15 @@ def _rate_fraction(source: float, target: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
+@functools.lru_cache(maxsize=64)
+def _resample_taps(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing FIR filter ``resample_poly`` designs by default (Kaiser window, beta 5), designed once per
+    rate pair instead of once per record: the same taps, so the same output (``resample_poly`` copies them)."""
+    g = math.gcd(int(up), int(down))
+    max_rate = max(int(up) // g, int(down) // g)
+    return _sps.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+
+
 _SCALINGS = ("standardize", "robust", "center", "none")
 _MODES = ("window", "crop", "pad")
 
@@ -705,7 +715,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
         up, down = _rate_fraction(source_rate, target)
         if up == down:
             return x
-        return _sps.resample_poly(x, up, down, axis=-1)
+        return _sps.resample_poly(x, up, down, axis=-1, window=_resample_taps(up, down))
 
     def _filter(self, x: np.ndarray) -> np.ndarray:
         fs = float(self.sampling_rate)
