@@ -222,6 +222,28 @@ def loader_rate(store: Path, preset: str, batches: int = 60, workers: int = 2, b
     return n / (time.perf_counter() - t)
 
 
+def replicate_store(src: Path, dst: Path, copies: int) -> None:
+    """A store of ``copies`` x the records of ``src`` whose shards are hard links to ``src``'s (no disk, no prepare):
+    for the training-side figures (memory, start-up, loader) at a size whose corpus there is no time to build.
+    Record names repeat; nothing else in training depends on them."""
+    from ecgnat_hf.data.store import finalize_store
+
+    plan = json.loads((src / "plan.json").read_text())
+    shutil.rmtree(dst, ignore_errors=True)
+    (dst / "shards").mkdir(parents=True)
+    shards, k = [], 0
+    for _ in range(copies):
+        for sh in plan["shards"]:
+            side = json.loads((src / "shards" / f"{sh['shard']:05d}.json").read_text())
+            os.link(src / side["file"], dst / "shards" / f"{k:05d}.arrow")
+            side.update(shard=k, file=f"shards/{k:05d}.arrow")
+            (dst / "shards" / f"{k:05d}.json").write_text(json.dumps(side))
+            shards.append(dict(sh, shard=k))
+            k += 1
+    (dst / "plan.json").write_text(json.dumps(dict(plan, shards=shards, fingerprint=f"replicated-x{copies}")))
+    finalize_store(dst, command=f"benchmarks/scale.py: {src} replicated x{copies}")
+
+
 def fit(xs, ys):
     """Least-squares line y = a + b x; returns (a, b)."""
     if len(xs) < 2:
@@ -285,7 +307,7 @@ def report(results: dict, preset: str) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--old_sizes", type=int, nargs="*", default=[], help="also measure the old in-RAM path at these sizes")
     ap.add_argument("--code15_size", type=int, default=1000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/ecgnat-scale"))
@@ -293,6 +315,8 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--num_proc", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--keep", action="store_true", help="keep the corpora and stores")
+    ap.add_argument("--replicate", default=None, metavar="N:K",
+                    help="also measure training on a store of K x N records made of hard links to store-N's shards")
     ap.add_argument("--results", default="scale_results.json", help="file name of the results under --work")
     ap.add_argument("--skip_training", action="store_true", help="prepare figures only (no pretrain, no loader)")
     ap.add_argument("--report", type=Path, nargs="+", default=None,
@@ -332,6 +356,16 @@ def main():
         r["loader_windows_per_s"] = loader_rate(store, args.preset)
         print(f"[{n}] loader: {r['loader_windows_per_s']:.0f} windows/s", flush=True)
         results["sizes"][n] = r
+        (args.work / args.results).write_text(json.dumps(results, indent=1))
+    if args.replicate:
+        n, k = (int(v) for v in args.replicate.split(":"))
+        store = args.work / f"store-{n}x{k}"
+        replicate_store(args.work / f"store-{n}", store, k)
+        r = results["sizes"].setdefault(n * k, {"replicated_from": n})
+        r["pretrain"] = run_pretrain(["--dataset", "store", "--data_dir", str(store), *train], args.work / f"run-{n}x{k}")
+        print(f"[{n * k} = {n} x {k} replicated] pretrain: {r['pretrain']}", flush=True)
+        r["loader_windows_per_s"] = loader_rate(store, args.preset)
+        print(f"[{n * k}] loader: {r['loader_windows_per_s']:.0f} windows/s", flush=True)
         (args.work / args.results).write_text(json.dumps(results, indent=1))
     if args.code15_size:
         corpus = args.work / f"code15-{args.code15_size}"
