@@ -669,10 +669,12 @@ class ECGStore:
 
         t = pq.read_table(self.path / INDEX)
         self.n = t.num_rows
-        self.record = t.column("record").to_pylist()
-        self.source = np.asarray(t.column("source").to_pylist(), dtype=object)
-        self.subject = np.asarray(t.column("subject").to_pylist(), dtype=object)
-        self.split = np.asarray(t.column("split").to_pylist(), dtype=object)
+        # names stay Arrow strings (tens of bytes per record), not Python objects (hundreds): the training process
+        # holds the index of every record, and its memory should not grow with the corpus
+        self._names = t.select(["record", "source", "subject"]).combine_chunks()
+        split = t.column("split").combine_chunks().dictionary_encode()
+        self._split_names = [str(v) for v in split.dictionary.to_pylist()]
+        self._split_codes = split.indices.to_numpy().astype(np.int8)
         self.n_samples = t.column("n_samples").to_numpy()
         self.shard = t.column("shard").to_numpy()
         self.row = t.column("row").to_numpy()
@@ -685,6 +687,26 @@ class ECGStore:
             self.labels = None
         self._files = [self.path / s["file"] for s in self.manifest["shards"]]
         self._maps: dict[int, tuple] = {}
+
+    @property
+    def record(self) -> list[str]:
+        """Every record's name (a Python list: for inspection, not for the training loop)."""
+        return self._names.column("record").to_pylist()
+
+    @property
+    def source(self) -> np.ndarray:
+        return np.asarray(self._names.column("source").to_pylist(), dtype=object)
+
+    @property
+    def subject(self) -> np.ndarray:
+        return np.asarray(self._names.column("subject").to_pylist(), dtype=object)
+
+    @property
+    def split(self) -> np.ndarray:
+        return np.asarray(self._split_names, dtype=object)[self._split_codes]
+
+    def record_name(self, i: int) -> str:
+        return self._names.column("record")[int(i)].as_py()
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -709,7 +731,8 @@ class ECGStore:
     def indices(self, splits: Iterable[str] | None = None) -> np.ndarray:
         if splits is None:
             return np.arange(self.n)
-        return np.flatnonzero(np.isin(self.split, list(splits)))
+        wanted = [k for k, name in enumerate(self._split_names) if name in set(splits)]
+        return np.flatnonzero(np.isin(self._split_codes, wanted))
 
     def _shard(self, k: int):
         m = self._maps.get(k)

@@ -143,7 +143,7 @@ class StoreWindows(torch.utils.data.Dataset):
         out = {"input_values": buf.astype(np.float32), "lead_mask": mask.astype(np.int64)}
         if self.with_labels:
             out["labels"] = st.labels[i] if st.labels is not None else np.zeros(0, dtype=np.float32)
-            out["record"] = st.record[i]
+            out["record"] = st.record_name(i)
         return out
 
 
@@ -151,7 +151,8 @@ def _hold_out(store, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     """Split records into (train, eval) by subject (records without one: by record), reproducibly."""
     from ..data.builders.folder import group_split
 
-    groups = [s or r for s, r in zip(store.subject[idx], (store.record[i] for i in idx))]
+    subjects = store.subject[idx]
+    groups = [s or store.record_name(i) for s, i in zip(subjects, idx)]
     if len(set(groups)) < 3:
         return idx, idx[:0]
     assign = group_split(groups, fraction, 0.0, seed)
