@@ -7,6 +7,7 @@
     ecgnat plot --timeline t.csv [-o timeline.png] [--record_id ID]
     ecgnat embed --model CKPT records_or_folders... -o embeddings.parquet|.npz [--per_window]
     ecgnat export --model CKPT --format onnx|torch_export -o folder
+    ecgnat prepare --dataset KIND --data_dir DIR --output_dir STORE [--num_proc N]
     ecgnat pretrain | finetune | linear-probe | evaluate | label-efficiency | demo  [recipe arguments]
     ecgnat --version
 
@@ -49,6 +50,7 @@ PROG = "ecgnat"
 
 #: subcommand -> module under ``ecgnat_hf.recipes`` whose ``main(args)`` gets the remaining arguments
 RECIPES = {
+    "prepare": ("prepare", "prepare a source once into a sharded, memory-mapped store for training"),
     "pretrain": ("pretrain", "masked-reconstruction pretraining on unlabelled records"),
     "finetune": ("finetune", "supervised fine-tuning (from a pretrained checkpoint or from scratch)"),
     "linear-probe": ("linear_probe", "frozen encoder + linear head"),

@@ -222,12 +222,26 @@ def training_summary(model_args, data_args, training_args) -> dict[str, Any]:
     return out
 
 
+def _store_card(path) -> dict:
+    """A prepared store names the source it was prepared from (its manifest's ``kind``)."""
+    try:
+        kind = json.loads((Path(path) / "manifest.json").read_text()).get("kind")
+    except (OSError, ValueError):
+        kind = None
+    return _DATASET_CARD_NAMES.get(kind, {"name": f"local ECG store {Path(path).name}",
+                                          "license": "the data owner's terms", "url": ""})
+
+
 def card_datasets(data_args) -> list:
     if data_args.dataset == "folder":
         return [{"name": f"local ECG folder {Path(data_args.data_dir).name}", "license": "the data owner's terms", "url": ""}]
-    names = [_DATASET_CARD_NAMES[data_args.dataset]]
+    names = [_store_card(data_args.data_dir) if data_args.dataset == "store"
+             else _DATASET_CARD_NAMES.get(data_args.dataset, data_args.dataset)]
     for item in getattr(data_args, "extra_sources", []) or []:
         kind, _, path = item.partition(":")
+        if kind.lower() == "store":
+            names.append(_store_card(path))
+            continue
         names.append(_DATASET_CARD_NAMES.get(kind, {"name": f"local ECG folder {Path(path).name}",
                                                      "license": "the data owner's terms", "url": ""}))
     uniq = []

@@ -174,7 +174,8 @@ def _split_top_level(text: str) -> list[str]:
 class DataArguments:
     """Which data, which splits, how much of it."""
 
-    dataset: str = field(default="sample", metadata={"help": "sample (bundled PTB-XL 100 Hz subset), ptbxl, challenge, folder, mimic-iv-ecg or code15."})
+    dataset: str = field(default="sample", metadata={"help": "sample (bundled PTB-XL 100 Hz subset), ptbxl, challenge, folder, mimic-iv-ecg, "
+                                                                "code15, or store (a folder written by `ecgnat prepare`)."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of the data (not needed for 'sample')."})
     task: str = field(default="superdiagnostic", metadata={"help": "PTB-XL task: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm."})
     sampling_rate: int | None = field(
@@ -234,13 +235,18 @@ class DataArguments:
                           "or code15 "
                           "(e.g. challenge:/data/cinc2021 folder:/data/holter)."},
     )
+    source_weights: str | None = field(
+        default=None,
+        metadata={"help": "Pretraining from stores: relative share of each source in an epoch, '--dataset' first, then each "
+                          "--extra_sources item (e.g. '1,2'). Default: every record once per epoch."},
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for prepared builders."})
 
     def __post_init__(self):
         self.dataset = self.dataset.lower()
-        if self.dataset not in ("sample", "ptbxl", "challenge", "folder", "mimic-iv-ecg", "code15"):
-            raise ValueError(f"--dataset must be sample, ptbxl, challenge, folder, mimic-iv-ecg or code15, got {self.dataset!r}")
-        if self.dataset in ("ptbxl", "challenge", "folder", "mimic-iv-ecg", "code15") and not self.data_dir:
+        if self.dataset not in ("sample", "ptbxl", "challenge", "folder", "mimic-iv-ecg", "code15", "store"):
+            raise ValueError(f"--dataset must be sample, ptbxl, challenge, folder, mimic-iv-ecg, code15 or store, got {self.dataset!r}")
+        if self.dataset in ("ptbxl", "challenge", "folder", "mimic-iv-ecg", "code15", "store") and not self.data_dir:
             raise ValueError(f"--dataset {self.dataset} needs --data_dir")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"--label_fraction must be in (0, 1], got {self.label_fraction}")
@@ -250,9 +256,20 @@ class DataArguments:
         self.extra_sources = [s for item in self.extra_sources for s in str(item).split() if s]
         for src in self.extra_sources:
             kind = src.split(":", 1)[0].lower()
-            if kind not in ("ptbxl", "challenge", "folder", "sample", "mimic-iv-ecg", "code15"):
+            if kind not in ("ptbxl", "challenge", "folder", "sample", "mimic-iv-ecg", "code15", "store"):
                 raise ValueError(f"--extra_sources item {src!r}: expected kind:path with kind ptbxl, challenge, folder, "
-                                 "sample, mimic-iv-ecg or code15")
+                                 "sample, mimic-iv-ecg, code15 or store")
+        if isinstance(self.source_weights, str):
+            try:
+                self.source_weights = [float(w) for w in self.source_weights.replace(",", " ").split()]
+            except ValueError:
+                raise ValueError(f"--source_weights must be numbers, got {self.source_weights!r}") from None
+        if self.source_weights:
+            if len(self.source_weights) != 1 + len(self.extra_sources):
+                raise ValueError(f"--source_weights gives {len(self.source_weights)} weight(s) for "
+                                 f"{1 + len(self.extra_sources)} source(s) (--dataset, then each --extra_sources item)")
+            if any(not w >= 0 for w in self.source_weights) or not sum(self.source_weights) > 0:
+                raise ValueError(f"--source_weights must be >= 0 with a positive sum, got {self.source_weights}")
         parse_lead_subset(self.leads)  # validate early
         from ..data.labels import DUPLICATE_ROW_POLICIES, EMPTY_LABEL_POLICIES
         from ..data.leads import parse_lead_names

@@ -317,6 +317,13 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
                           data_args.max_records, data_args.window_s, data_args.cache_dir, _fe_key(feature_extractor),
                           getattr(data_args, "lead_names", None), getattr(data_args, "empty_labels", None),
                           getattr(data_args, "duplicate_rows", None), getattr(data_args, "labels_encoding", None))
+    if base_key not in _CACHE and kind == "store":  # a prepared store: memory-mapped, first window per record
+        from .store_data import store_classification_data
+
+        full, label_names, name = store_classification_data(data_args, feature_extractor)
+        _require_examples({"train": full.get("train", [])}, "train", name, [])
+        _CACHE[base_key] = PreparedData(splits=full, label_names=label_names,
+                                        problem_type="multi_label_classification", dataset_name=name, skipped=[])
     if base_key not in _CACHE:
         builder, name = make_builder(kind, data_args.data_dir, data_args, feature_extractor.sampling_rate)
         dd = load_splits(builder, data_args)
@@ -374,6 +381,13 @@ def prepare_pretraining_data(data_args, feature_extractor, eval_fraction: float 
     """
     import datasets
 
+    if data_args.dataset == "store" or any(s.lower().startswith("store:") for s in data_args.extra_sources):
+        from .store_data import store_pretraining_data  # read from memory-mapped shards, never loaded
+
+        return store_pretraining_data(data_args, feature_extractor, eval_fraction)
+    if data_args.source_weights:
+        raise ValueError("--source_weights applies to pretraining from stores (--dataset store, store:FOLDER extra "
+                         "sources); prepare the sources with `ecgnat prepare` first")
     mode = "window" if data_args.pretrain_windows else "crop"
     sources = [(data_args.dataset, data_args.data_dir)]
     for item in data_args.extra_sources:
