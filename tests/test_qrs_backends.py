@@ -33,16 +33,16 @@ def _mitdb(shared_data, rid):
 def test_package_detector_meets_pan_tompkins_on_mitdb_100_series(shared_data):
     """All 23 records of the 100 series, both leads, EC57 (150 ms, beats only, from 5:00), gross statistics.
 
-    Measured (``python benchmarks/qrs.py``): Se 99.93 %, +P 99.48 % (27 FN, 207 FP over 39,808 beats). Pan &
-    Tompkins (1985) report Se 99.76 %, +P 99.56 % over the 48 records. The bounds sit just below the measured
-    figures so that a regression is caught.
+    Measured (``python benchmarks/qrs.py``): Se 99.92 %, +P 99.55 % (30 FN, 181 FP over 39,808 beats); the
+    first release's settings gave +P 98.90 % (444 FP). Pan & Tompkins (1985) report Se 99.76 %, +P 99.56 % over
+    the 48 records. The bounds sit just below the measured figures so that a regression is caught.
     """
     total = BeatCounts()
     for rid in MITDB_100_SERIES:
         x, fs, ref = _mitdb(shared_data, rid)
         total += ec57_counts(detect_qrs(x, fs), ref, fs, x.shape[-1])
     assert total.tp + total.fn == 39_808
-    assert total.se >= 0.9990 and total.ppv >= 0.9940, total
+    assert total.se >= 0.9990 and total.ppv >= 0.9950, total
 
 
 @pytest.mark.shared_data
@@ -65,6 +65,18 @@ def test_detector_setting_is_checked_and_old_checkpoints_keep_their_behaviour():
     old = {k: v for k, v in QRS_DEFAULTS.items() if k not in ("lead_weighting", "detector")}
     assert qrs_settings(**old)["lead_weighting"] == "equal" and qrs_settings(**old)["detector"] == "package"
     assert qrs_settings(threshold=0.3)["lead_weighting"] == "contrast"  # a partial override gets the defaults
+
+
+def test_hub_facing_modules_never_require_the_optional_libraries():
+    """transformers checks a remote-code file's imports before loading it: wfdb and neurokit2 must not be
+    among them (they are imported by name, on first use of their backend)."""
+    from pathlib import Path
+
+    from transformers.dynamic_module_utils import get_imports
+
+    import ecgnat_hf.models.beatnet.qrs as qrs
+
+    assert not {"wfdb", "neurokit2"} & set(get_imports(Path(qrs.__file__)))
 
 
 def test_missing_optional_library_gives_a_clear_error(monkeypatch):

@@ -4,17 +4,25 @@ The detector follows the Pan-Tompkins recipe, adapted to several leads and to an
 
 1. zero-phase band-pass 8-25 Hz (the QRS energy band; the upper edge is lowered below Nyquist at low rates),
 2. derivative and squaring per lead, each lead scaled by a robust amplitude so no single lead dominates,
-   then summed over the *present* leads (lead-energy sum),
-3. centred moving-window integration (150 ms),
+3. centred moving-window integration (150 ms) per lead, then a weighted sum over the *present* leads: each
+   lead weighted by its QRS contrast (99th percentile of its integrated energy over its median, relative to
+   the best lead; ``lead_weighting="contrast"``), so a noisy lead adds little. Equal weights (``"equal"``,
+   the first release) let a noisy V1 add ~200 false beats over the MIT-BIH 100 series (docs/qrs.md),
 4. candidate peaks at least one refractory period (200 ms) apart, classified by an adaptive threshold
    between running signal and noise peak levels, with T-wave rejection (a candidate within 360 ms of a
-   beat whose slope is under half the beat's slope is a T wave) and search-back at half the threshold
+   beat whose slope is under 0.65 of the beat's slope is a T wave) and search-back at half the threshold
    when no beat was found for 1.66 mean RR intervals,
 5. refinement of each beat to the local maximum of the |band-passed| signal (summed over scaled leads),
 6. a noise gate: when the integrated energy at the beats is not clearly above the record's median
    (``min_contrast``), the "beats" are noise peaks and none are returned. Measured on real data: every record
    of the shared sets has a contrast of 1.9 or more (PTB-XL sample 6 or more, MIT-BIH 100 about 490), white
    noise and real records with their samples shuffled 1.1-1.6.
+
+Backends (``detector`` setting, saved with the other settings in BEAT-Net's config and feature extractor):
+``"package"`` (the above), ``"xqrs"`` / ``"gqrs"`` (wfdb) and ``"neurokit2:<method>"``. The library
+detectors are single-channel: they get the first present lead, and the noise gate of step 6 is applied to
+their beats too. Their libraries are imported by name when first used (``importlib``), so loading a
+checkpoint as remote code never requires them; a missing one raises an ``ImportError`` saying what to install.
 
 Hub-facing: ``modeling_beatnet.py`` imports this module with a single-dot import, so it depends on numpy,
 scipy and (for the batch helper) torch only.
@@ -43,7 +51,7 @@ QRS_DEFAULTS = {
     "refractory_s": 0.200,  # no two beats closer than this
     "integration_s": 0.150,  # moving-window integration
     "twave_s": 0.360,  # a weak-slope candidate this soon after a beat is a T wave
-    "twave_slope": 0.5,  # ... "weak" = below this fraction of the beat's slope
+    "twave_slope": 0.65,  # ... "weak" = below this fraction of the beat's slope (0.5 before; docs/qrs.md)
     "refine_s": 0.080,  # search radius for the R peak around a detection
     "learn_s": 2.0,  # initial threshold learning phase
     "threshold": 0.25,  # threshold position between noise and signal peak levels
@@ -63,7 +71,8 @@ _FIRST_RELEASE_KEYS = frozenset(("refractory_s", "integration_s", "twave_s", "tw
 
 #: neurokit2 R-peak methods accepted as ``"neurokit2:<method>"`` (all measured in benchmarks/qrs.py)
 NEUROKIT2_METHODS = ("neurokit", "pantompkins1985", "hamilton2002", "elgendi2010", "engzeemod2012", "kalidas2017",
-                     "nabian2018", "rodrigues2021", "christov2004", "zong2003", "martinez2004", "manikandan2012")
+                     "nabian2018", "rodrigues2021", "christov2004", "zong2003", "martinez2004")
+# (manikandan2012 is left out: in neurokit2 0.3.0 it raises a TypeError on MIT-BIH records under numpy 2)
 #: neurokit2 methods that have their own cleaning in ``neurokit2.ecg_clean`` (the others use its default)
 _NEUROKIT2_OWN_CLEAN = ("neurokit", "pantompkins1985", "hamilton2002", "elgendi2010", "engzeemod2012")
 
@@ -330,8 +339,11 @@ def _library_peaks(lead: np.ndarray, fs: float, detector: str) -> np.ndarray:
         try:
             _, info = nk.ecg_peaks(clean, sampling_rate=fs, method=method)
         except (ValueError, IndexError, ZeroDivisionError):
-            # neurokit2 raises on signals without a detectable beat (flat, very short): no beats
+            # neurokit2 raises these on signals without a detectable beat (flat, very short): no beats
             return np.zeros(0, dtype=np.int64)
+        except Exception as exc:  # anything else is a library failure: say which backend, never guess beats
+            raise RuntimeError(f"QRS detector {detector!r} failed on a {lead.size / fs:.1f} s signal at {fs:g} Hz: "
+                               f"{type(exc).__name__}: {exc}") from exc
     return np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
 
 
