@@ -173,7 +173,7 @@ def main(argv=None):
     for k in labels:
         w = whole[k]
         print(_row(k, total[k], f" {100 * w.se:.2f} / {100 * w.ppv:.2f} | {3600 * seconds[k] / (hours * 3600):.1f} |"))
-    print(f"\nTuning split: half A ({', '.join(half_a)}) chose lead_weighting; half B ({', '.join(half_b)}) held out.")
+    print(f"\nTuning split: half A ({', '.join(half_a)}) chose lead_weighting and twave_slope; half B ({', '.join(half_b)}) held out.")
     print("| detector | half A Se / +P % | half B (held out) Se / +P % |")
     print("|---|---:|---:|")
     for k in labels:
@@ -183,7 +183,7 @@ def main(argv=None):
     shown = [k for k in labels if k.startswith("package")][:2]
     best_lib = max((k for k in labels if not k.startswith("package")), key=lambda k: total[k].f1, default=None)
     shown += [best_lib] if best_lib else []
-    print("\nPer record (FN / FP; EC57 from 5:00): " + ", ".join(shown))
+    print("\nPer record (FN / FP; EC57 from 5:00): " + " | ".join(shown))
     print("| record | leads | rhythm | paced / V beats | beats | " + " | ".join(shown) + " |")
     print("|---|---|---|---:|---:|" + "---:|" * len(shown))
     for r in rids:
