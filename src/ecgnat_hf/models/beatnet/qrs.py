@@ -134,7 +134,8 @@ def detect_qrs(signal, sampling_rate: float, lead_mask=None, **settings) -> np.n
     are treated as 0. ``settings`` override :data:`QRS_DEFAULTS`. Returns a sorted int64 array, empty when no
     beat is found (flat line, asystole, a signal too short to hold one).
 
-    Records longer than ``chunk_s`` are processed in chunks of that length, each extended by
+    ``settings["detector"]`` picks the backend (see the module docstring); library backends use the first
+    present lead. With the package's own detector, records longer than ``chunk_s`` are processed in chunks of that length, each extended by
     ``chunk_overlap_s`` on both sides and keeping only the beats of its own core, so memory stays bounded
     by the chunk length whatever the record length (a 24 h Holter needs as much as a 5 min strip).
     """
