@@ -5,6 +5,7 @@
     ecgnat predict --model CKPT records_or_folders... -o predictions.csv [--lead_names I,II] [--timeline t.csv]
     ecgnat plot RECORD [--model CKPT] [-o ecg.png] [--fusion_output fusion.png]
     ecgnat plot --timeline t.csv [-o timeline.png] [--record_id ID]
+    ecgnat plot RECORD --beats [--start_s S] [--duration_s 20] [--qrs_detector package] [-o beats.png]
     ecgnat embed --model CKPT records_or_folders... -o embeddings.parquet|.npz [--per_window]
     ecgnat export --model CKPT --format onnx|torch_export -o folder
     ecgnat prepare --dataset KIND --data_dir DIR --output_dir STORE [--num_proc N]
@@ -172,8 +173,73 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--title", default=None, help="header text (default: record id, age, sex)")
     q.add_argument("--batch_size", type=int, default=32, help="windows per forward pass (default: 32)")
     q.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    _add_plot_beats(q)
     _add_embed_and_export(sub)
     return parser
+
+
+def _add_plot_beats(q) -> None:
+    b = q.add_argument_group("--beats: detected against reference beats on a stretch of a long record")
+    b.add_argument("--beats", action="store_true",
+                   help="draw the record's leads from --start_s for --duration_s with the detected beats and, when "
+                   "the record has an annotation file (--annotator), its reference beats: misses and false "
+                   "detections are marked")
+    b.add_argument("--duration_s", type=float, default=20.0, help="with --beats: seconds shown (default: 20)")
+    b.add_argument("--annotator", default="atr", help="with --beats: reference annotation extension (default: atr)")
+    b.add_argument("--qrs_detector", default=None,
+                   help="with --beats: 'package', 'xqrs', 'gqrs' or 'neurokit2:<method>' (default: the "
+                   "checkpoint's with --model, else the package default)")
+
+
+def _cmd_plot_beats(args) -> int:
+    """``ecgnat plot RECORD --beats``: detected (and reference) beats on a stretch of the record."""
+    from .data.records import read_record
+    from .metrics.qrs_scoring import reference_beats
+    from .models.beatnet.qrs import detect_qrs, qrs_settings
+    from .plotting.beats import plot_detected_beats
+
+    rec_path = Path(args.record)
+    if rec_path.suffix.lower() in (".hea", ".dat"):
+        rec_path = rec_path.with_suffix("")
+    if not _record_exists(rec_path):
+        raise UsageError(f"no such record: {args.record}")
+    settings = {}
+    if args.model:
+        _, fe = _load(args.model, _device(args.device))
+        settings = dict(getattr(fe, "qrs_settings", None) or {})
+    if args.qrs_detector:
+        settings["detector"] = args.qrs_detector
+    try:
+        settings = qrs_settings(**settings)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    record = read_record(rec_path)
+    if args.start_s < 0 or args.start_s >= record.duration_s:
+        raise UsageError(f"--start_s {args.start_s:g} is outside the record ({record.duration_s:.1f} s)")
+    if not args.duration_s > 0:
+        raise UsageError(f"--duration_s must be positive, got {args.duration_s:g}")
+    detected = detect_qrs(record.signal, record.sampling_rate, **settings)
+    reference = None
+    ann_file = Path(f"{record.path}.{args.annotator}")
+    if ann_file.is_file():
+        import wfdb
+
+        ann = wfdb.rdann(str(record.path), args.annotator)
+        reference = reference_beats(ann.sample, ann.symbol)
+    output = Path(args.output) if args.output else Path(f"{record.record_id}_beats.png")
+    _check_writable("--output", output)
+    counts = plot_detected_beats(record.signal, record.sampling_rate, record.lead_names, detected, reference,
+                                 start_s=args.start_s, duration_s=args.duration_s,
+                                 title=f"{record.record_id} ({settings['detector']})", path=output)
+    seconds = (counts["stop"] - counts["start"]) / record.sampling_rate
+    line = f"{output}: {counts['detected']} detected beats in {seconds:.1f} s from {args.start_s:g} s"
+    if reference is None:
+        line += f" (no {ann_file.name}: no reference beats)"
+    else:
+        line += (f"; {counts['reference']} reference beats: {counts['matched']} matched, {counts['missed']} missed, "
+                 f"{counts['false']} false")
+    print(line)
+    return 0
 
 
 def _add_embed_and_export(sub) -> None:
@@ -850,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plot":
             if args.record is None:
                 raise UsageError("give a RECORD to plot, or --timeline FILE")
+            if args.beats:
+                return _cmd_plot_beats(args)
             return _cmd_plot(args)
         if args.command == "embed":
             return _cmd_embed(args)

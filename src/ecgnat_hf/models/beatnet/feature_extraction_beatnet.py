@@ -35,6 +35,10 @@ class BeatNetFeatureExtractor(ECGNATFeatureExtractor):
         beat_window_s: ``[seconds before, seconds after]`` each R peak in a beat token.
         max_beats: beats kept per window (the first ones), as the model's ``max_beats``.
         qrs_settings: QRS detector settings (``qrs.QRS_DEFAULTS`` updated with these).
+        qrs_detector: the tokenizer's QRS backend, saved as ``qrs_settings["detector"]``: ``"package"`` (default;
+            multi-lead, numpy/scipy), ``"xqrs"`` or ``"gqrs"`` (wfdb), or ``"neurokit2:<method>"`` (needs
+            neurokit2: ``pip install 'ecgnat-hf[qrs]'``; a clear ``ImportError`` otherwise). Library backends are
+            single-channel and use the first present lead. See ``docs/qrs.md`` for how they compare.
         no_beats: what happens to a record in which no beat is found in any window: ``"error"`` (default)
             raises :class:`NoBeatsError` naming the record ("record 3" in a batch, "input" for one record;
             ``ecgnat predict`` reports it with the file name), ``"empty"`` keeps it: its ``num_beats`` is 0
@@ -57,12 +61,19 @@ class BeatNetFeatureExtractor(ECGNATFeatureExtractor):
         qrs_settings: dict | None = None,
         no_beats: str = "error",
         return_beats: bool = False,
+        qrs_detector: str | None = None,
         **kwargs,
     ):
         super().__init__(sampling_rate=sampling_rate, **kwargs)
         self.beat_window_s = [float(v) for v in beat_window_s]
         self.max_beats = int(max_beats)
-        settings = _settings(qrs_settings)
+        settings = dict(qrs_settings or {})
+        if qrs_detector is not None:
+            if "detector" in settings and settings["detector"] != qrs_detector:
+                raise ValueError(f"qrs_detector {qrs_detector!r} contradicts qrs_settings['detector'] "
+                                 f"{settings['detector']!r}")
+            settings["detector"] = qrs_detector
+        settings = _settings(settings)
         self.qrs_settings = settings
         self.no_beats = no_beats
         self.return_beats = bool(return_beats)
@@ -82,6 +93,11 @@ class BeatNetFeatureExtractor(ECGNATFeatureExtractor):
                         qrs_settings=dict(config.qrs_settings))
         settings.update(kwargs)
         return cls(**settings)
+
+    @property
+    def qrs_detector(self) -> str:
+        """The tokenizer's QRS backend (``qrs_settings["detector"]``)."""
+        return self.qrs_settings["detector"]
 
     def check_matches(self, config) -> None:
         """Raise ``ValueError`` when this extractor's tokenizer settings differ from the model config's."""
