@@ -409,6 +409,11 @@ def _analyse(page, files=None, leads: str | None = None, rate: float | None = No
     return _status(page)
 
 
+def _downloads(page) -> str:
+    """The file names listed under Downloads (the page shows stem and extension on separate lines)."""
+    return page.inner_text("#downloads").replace("\n.", ".")
+
+
 def _visible(page, elem_id: str) -> bool:
     loc = page.locator(f"#{elem_id}")
     return loc.count() > 0 and loc.first.is_visible()
@@ -435,7 +440,7 @@ def test_browser_12_lead_ptbxl_record(page, server, runner, checkpoint, shots):
     assert _visible(page, "printout") and _visible(page, "attention") and not _visible(page, "timeline")
     img = page.locator("#printout img").first
     assert img.evaluate("i => i.complete && i.naturalWidth > 1000")
-    downloads = page.inner_text("#downloads")
+    downloads = _downloads(page)
     for name in ("00008_lr_predictions.csv", "00008_lr_predictions.json", "00008_lr_printout.png",
                  "00008_lr_beats_lead_attention.png"):
         assert name in downloads
@@ -447,6 +452,7 @@ def test_browser_2_lead_mitdb_csv_with_lead_naming(page, server, shared_data, tm
     csv = _mitdb_csv(shared_data, tmp_path)
     text = _analyse(page, [csv], rate=360, wait_for="Could not analyse")
     assert "no usable ECG lead among ch1, ch2" in text.replace("\\", "")
+    assert "Name the file's channels in the 'Lead names' box" in text
     assert not _visible(page, "printout")
     page.screenshot(path=str(shots / "app_unnamed_leads_message.png"), full_page=True)
     text = _analyse(page, leads="II,V5", wait_for="Record mitdb100")
@@ -458,7 +464,6 @@ def test_browser_2_lead_mitdb_csv_with_lead_naming(page, server, shared_data, tm
 
 
 @pytest.mark.shared_data
-@pytest.mark.slow
 def test_browser_long_record_timeline(page, server, shared_data, tmp_path, shots):
     rec = shared_data / "mitdb" / "100"
     seen_progress = []
@@ -482,7 +487,7 @@ def test_browser_long_record_timeline(page, server, shared_data, tmp_path, shots
     assert _visible(page, "timeline")
     assert page.locator("#timeline img").first.evaluate("i => i.complete && i.naturalWidth > 500")
     assert "time above threshold (%)" in page.inner_text("#probabilities")
-    assert "100_timeline.csv" in page.inner_text("#downloads")
+    assert "100_timeline.csv" in _downloads(page)
     page.screenshot(path=str(shots / "app_long_record_timeline.png"), full_page=True)
 
 
@@ -509,8 +514,14 @@ def test_browser_broken_files_then_still_serving(page, server, tmp_path, shots):
     with open(big, "wb") as f:
         f.truncate((MAX_FILE_MB + 1) * 2**20)
     page.set_input_files("#upload input[type=file]", [str(big)])
-    page.wait_for_function("document.body.innerText.match(/exceed|too large|maximum/i)", timeout=30_000)
-    page.screenshot(path=str(shots / "app_oversize_upload_message.png"), full_page=True)
+    page.wait_for_function("document.body.innerText.includes('exceed the maximum allowed size of 8.0 Mb')",
+                           timeout=30_000)
+    page.screenshot(path=str(shots / "app_oversize_upload_message.png"))
+    import httpx  # the server refuses it too, for a client that skips the page's check
+
+    with open(big, "rb") as f:
+        r = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.dat", f)}, timeout=60)
+    assert r.status_code == 413 and "maximum allowed size" in r.text
 
     # still serving: the same page analyses an example
     _clear_upload(page)
@@ -553,3 +564,50 @@ def test_space_folder_runs_the_same_app_without_the_repository(checkpoint, brows
         ctx.close()
     finally:
         assert s.stop() == 0, s.output()[-3000:]
+
+
+# ----------------------------------------------------------------------------------------- other model kinds
+def _beatnet_checkpoint(path: Path) -> Path:
+    import torch
+
+    from ecgnat_hf.models.beatnet import BeatNetConfig, BeatNetFeatureExtractor, BeatNetForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BeatNetConfig(sampling_rate=100, max_beats=32, morphology_channels=[8, 16], hidden_size=32,
+                        spatial_num_heads=2, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        num_labels=len(SUPERCLASSES), id2label=dict(enumerate(SUPERCLASSES)),
+                        label2id={n: i for i, n in enumerate(SUPERCLASSES)}, problem_type="multi_label_classification")
+    BeatNetForSequenceClassification(cfg).save_pretrained(path)
+    BeatNetFeatureExtractor.from_model_config(cfg, window_s=10).save_pretrained(path)
+    return path
+
+
+def _resnet1d_checkpoint(path: Path) -> Path:
+    import torch
+
+    from ecgnat_hf import ECGNATFeatureExtractor
+    from ecgnat_hf.models.resnet1d import ResNet1dConfig, ResNet1dForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = ResNet1dConfig(stem_hidden_size=16, hidden_sizes=[16, 32], block_strides=[1, 2], num_labels=len(SUPERCLASSES),
+                         id2label=dict(enumerate(SUPERCLASSES)), label2id={n: i for i, n in enumerate(SUPERCLASSES)},
+                         problem_type="multi_label_classification")
+    ResNet1dForSequenceClassification(cfg).save_pretrained(path)
+    ECGNATFeatureExtractor(sampling_rate=100, window_s=10).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind, make", [("BEAT-Net", _beatnet_checkpoint), ("ResNet1d", _resnet1d_checkpoint)])
+def test_beatnet_and_resnet1d_checkpoints(kind, make, tmp_path):
+    from ecgnat_hf.app.interface import _model_header, _Runner, example_records, load_checkpoint
+
+    model, fe = load_checkpoint(make(tmp_path / "ckpt"), device="cpu")
+    assert f"ECG-NAT app: {kind}" in _model_header(model, fe, str(tmp_path / "ckpt"))
+    runner = _Runner(model, fe, tmp_path / "root", example_records(), 1 << 26)
+    label = next(k for k in runner.examples if "00287" in k)
+    out = runner.run(None, label, "", None, "mV", 0)
+    assert out["ok"], out["message"]
+    assert "Printout: 12 of 12 standard leads plotted" in out["message"]
+    assert out["figures"]["beats_lead_attention"].stat().st_size > 10_000
+    if kind == "ResNet1d":  # no lead attention: its beats are still drawn, and nothing claims attention
+        assert "Lead attention: not available" not in out["message"]

@@ -37,6 +37,13 @@ __all__ = ["Analysis", "analyse_record", "model_kind", "AF_PATTERN"]
 #: class names whose time above threshold is called the AF burden
 AF_PATTERN = re.compile(r"^(AF|AFIB|AFLT|AFL|AF/AFL|AFIB/AFL|ATRIAL[ _-]?FIBRILLATION)$", re.IGNORECASE)
 _SEGMENT_S = 10.0
+# resolution of the page's figures: the printout's 1 mm grid is 4.3 px at 110 dpi. Drawing and PNG encoding are
+# most of the time a 10 s record takes, so PNGs are written with light compression.
+_PRINTOUT_DPI, _FIGURE_DPI = 110, 100
+
+
+def _save_png(fig, path: Path, dpi: int) -> None:
+    fig.savefig(path, dpi=dpi, facecolor=fig.get_facecolor(), pil_kwargs={"compress_level": 1})
 
 
 def model_kind(model) -> str:
@@ -217,8 +224,9 @@ def analyse_record(
         tl = pd.read_csv(timeline_csv)
         tl.columns = list(tl.columns[:5]) + names  # probability columns under their class names
         path = out_dir / f"{rid}_timeline.png"
-        plot_timeline(tl, path, thresholds={n: float(thresholds[c]) for n, c in zip(names, cols) if c in thresholds},
+        fig = plot_timeline(tl, thresholds={n: float(thresholds[c]) for n, c in zip(names, cols) if c in thresholds},
                       title=f"{rid}: class probabilities over the recording (dashed: decision thresholds)")
+        _save_png(fig, path, dpi=_FIGURE_DPI)
         analysis.figures["timeline"] = path
     else:
         timeline_csv.unlink(missing_ok=True)
@@ -259,9 +267,10 @@ def _draw_segment(analysis: Analysis, model, fe, segment, leads, probs, out_dir:
         head += f", {meta['sex']}"
     kind = model_kind(model)
     path = out_dir / f"{rid}_printout.png"
-    plot_ecg_12lead(signal, fs, plotted, title=f"{head}  ({kind}: {'; '.join(analysis.labels) or 'no class above threshold'})",
-                    prediction=probs, path=path, max_predictions=len(probs), offset_s=analysis.segment_start_s,
-                    record_duration_s=analysis.duration_s, dpi=120)
+    fig = plot_ecg_12lead(signal, fs, plotted, title=f"{head}  ({kind}: {'; '.join(analysis.labels) or 'no class above threshold'})",
+                          prediction=probs, max_predictions=len(probs), offset_s=analysis.segment_start_s,
+                          record_duration_s=analysis.duration_s)
+    _save_png(fig, path, dpi=_PRINTOUT_DPI)
     analysis.figures["printout"] = path
 
     att_path = out_dir / f"{rid}_beats_lead_attention.png"
@@ -275,17 +284,19 @@ def _draw_segment(analysis: Analysis, model, fe, segment, leads, probs, out_dir:
             att = None
         if att is not None:
             unit = "beats" if att["unit"] == "beat" else "stem tokens"
-            plot_beats_and_lead_attention(
+            fig = plot_beats_and_lead_attention(
                 signal, fs, plotted, att["beat_times_s"], att["weights"], att["lead_names"], weight_mask=att["lead_mask"],
-                path=att_path, offset_s=analysis.segment_start_s,
+                offset_s=analysis.segment_start_s,
                 title=f"{rid}, {span}: detected beats and {kind} lead attention (mean over {att['n_units']} {unit})")
+            _save_png(fig, att_path, dpi=_FIGURE_DPI)
             analysis.figures["beats_lead_attention"] = att_path
             return
     from ..models.beatnet.qrs import detect_qrs
 
     beats = detect_qrs(signal, fs) / fs
-    plot_beats_and_lead_attention(signal, fs, plotted, beats, None, path=att_path, offset_s=analysis.segment_start_s,
-                                  title=f"{rid}, {span}: detected beats ({kind} has no lead attention)")
+    fig = plot_beats_and_lead_attention(signal, fs, plotted, beats, None, offset_s=analysis.segment_start_s,
+                                        title=f"{rid}, {span}: detected beats ({kind} has no lead attention)")
+    _save_png(fig, att_path, dpi=_FIGURE_DPI)
     analysis.figures["beats_lead_attention"] = att_path
 
 

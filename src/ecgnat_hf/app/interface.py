@@ -72,7 +72,7 @@ def load_checkpoint(model: str | os.PathLike, device: str | None = None):
     return load_model_and_feature_extractor(os.fspath(model), device=device)
 
 
-def _model_header(model, fe, source: str) -> str:
+def _model_header(model, fe, source: str, concurrency: int = 1, max_file_mb: float = DEFAULT_MAX_FILE_MB) -> str:
     from ..training.thresholds import label_names_from_config, thresholds_from_config
     from .analysis import model_kind
 
@@ -85,7 +85,8 @@ def _model_header(model, fe, source: str) -> str:
             f"{len(names)} classes ({', '.join(names[:12])}{' ...' if len(names) > 12 else ''}); labels use {thr}. "
             f"Input: {fe.sampling_rate:g} Hz, windows of {fe.window_s:g} s; leads {leads}.\n\n"
             "Drop a WFDB record (`.hea` + `.dat`), a Challenge record (`.hea` + `.mat`), a `.zip` of either, or a "
-            "`.csv` with one column per lead (type its sampling rate), or pick an example. "
+            f"`.csv` with one column per lead (type its sampling rate), or pick an example (uploads up to "
+            f"{max_file_mb:g} MiB; {concurrency} analysis at a time, others wait in the queue). "
             "**Research use only: not a medical device, not for clinical decisions.**")
 
 
@@ -110,7 +111,7 @@ class _Runner:
         """Returns ``{"ok", "message" (markdown), "table", "figures", "downloads"}``; never raises."""
         from ..data.errors import ECGDataError
         from ..data.leads import parse_lead_names
-        from ..models.ecgnat.feature_extraction_ecgnat import ECGInputError
+        from ..models.ecgnat.feature_extraction_ecgnat import ECGInputError, ECGLeadNameError
         from .analysis import analyse_record
         from .uploads import UploadError, prepare_record
 
@@ -144,6 +145,9 @@ class _Runner:
             text = str(exc)
             for prefix in (str(work) + os.sep, str(work)):  # the server's folders are not the user's business
                 text = text.replace(prefix, "")
+            if isinstance(exc, ECGLeadNameError) and "lead names:" not in text:
+                text += (". Name the file's channels in the 'Lead names' box, in order (e.g. II,V5) or by name "
+                         "(e.g. ECG1=II, ECG2=V5).")
             logger.info("refused %s: %s", name, text)
             return {"ok": False, "message": f"### Could not analyse {name}\n\n{_escape(text)}", "table": None,
                     "figures": {}, "downloads": []}
@@ -168,17 +172,20 @@ def _escape(text: str) -> str:
 
 
 def build_app(model, fe, *, root: Path, source: str = "", examples: dict[str, Path] | None = None,
-              max_file_mb: float = DEFAULT_MAX_FILE_MB):
-    """The ``gradio.Blocks`` page for ``model`` / ``fe``; ``root``: the app's temporary folder."""
+              max_file_mb: float = DEFAULT_MAX_FILE_MB, concurrency: int = 1):
+    """The ``gradio.Blocks`` page for ``model`` / ``fe``. ``root``: the app's temporary folder, which must be
+    Gradio's upload folder (``GRADIO_TEMP_DIR``; :func:`launch_app` sets it): uploads elsewhere are refused.
+    ``concurrency``: the queue's setting, stated on the page."""
     import gradio as gr
 
     examples = example_records() if examples is None else examples
     runner = _Runner(model, fe, root, examples, int(max_file_mb * 2**20))
     with gr.Blocks(title="ECG-NAT app", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(_model_header(model, fe, source), elem_id="header")
+        gr.Markdown(_model_header(model, fe, source, concurrency, max_file_mb), elem_id="header")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                files = gr.File(label="ECG record: .hea + .dat, .hea + .mat, .zip or .csv", file_count="multiple",
+                files = gr.File(label=f"ECG record: .hea + .dat, .hea + .mat, .zip or .csv (up to {max_file_mb:g} MiB)",
+                                file_count="multiple",
                                 elem_id="upload", height=140)
                 example = gr.Dropdown(choices=list(examples), value=None, label="... or an example record",
                                       elem_id="example")
@@ -264,7 +271,8 @@ def launch_app(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int =
     import gradio as gr
 
     examples = example_records(examples_dir)
-    demo = build_app(m, fe, root=root, source=os.fspath(model), examples=examples, max_file_mb=max_file_mb)
+    demo = build_app(m, fe, root=root, source=os.fspath(model), examples=examples, max_file_mb=max_file_mb,
+                     concurrency=concurrency)
     demo.queue(default_concurrency_limit=max(1, int(concurrency)), max_size=max(1, int(max_queue)))
     theme = gr.themes.Default(font=["Helvetica", "Arial", "sans-serif"], font_mono=["DejaVu Sans Mono", "monospace"])
     print(f"ecgnat app: serving {model} on http://{host}:{port} ({concurrency} analysis at a time, up to "
