@@ -201,11 +201,11 @@ def build_app(model, fe, *, root: Path, source: str = "", examples: dict[str, Pa
                 table = gr.Dataframe(label="Every class: probability, threshold, time above threshold",
                                      interactive=False, elem_id="probabilities", visible=False)
         printout = gr.Image(label="12-lead printout (25 mm/s, 10 mm/mV)", type="filepath", elem_id="printout",
-                            visible=False, buttons=["download", "fullscreen"])
+                            visible=False, buttons=["download", "fullscreen"], show_label=False)
         attention = gr.Image(label="Detected beats and lead attention", type="filepath", elem_id="attention",
-                             visible=False, buttons=["download", "fullscreen"])
+                             visible=False, buttons=["download", "fullscreen"], show_label=False)
         timeline = gr.Image(label="Timeline: class probabilities over the recording", type="filepath",
-                            elem_id="timeline", visible=False, buttons=["download", "fullscreen"])
+                            elem_id="timeline", visible=False, buttons=["download", "fullscreen"], show_label=False)
         downloads = gr.File(label="Downloads: predictions (CSV, JSON), timeline (CSV), figures (PNG)",
                             file_count="multiple", elem_id="downloads", visible=False, interactive=False)
 
