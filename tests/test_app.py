@@ -611,3 +611,18 @@ def test_beatnet_and_resnet1d_checkpoints(kind, make, tmp_path):
     assert out["figures"]["beats_lead_attention"].stat().st_size > 10_000
     if kind == "ResNet1d":  # no lead attention: its beats are still drawn, and nothing claims attention
         assert "Lead attention: not available" not in out["message"]
+
+
+def test_space_from_an_offline_hub_cache_repo_id(checkpoint, tmp_path):
+    """``--model org/name`` found only in the local hub cache (offline): the Space gets the snapshot's files."""
+    from test_modeling import _hub_cache_layout
+
+    _hub_cache_layout(checkpoint, tmp_path / "hub", "ecg-org/ecgnat-app-test")
+    out = tmp_path / "space"
+    done = subprocess.run([sys.executable, "-m", "ecgnat_hf.cli", "space", "-m", "ecg-org/ecgnat-app-test",
+                           "--output_dir", str(out)], capture_output=True, text=True, timeout=600,
+                          env=_env(HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "home")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        assert (out / "model" / name).is_file() and not (out / "model" / name).is_symlink()
+        assert (out / "model" / name).read_bytes() == (checkpoint / name).read_bytes()
