@@ -268,8 +268,8 @@ def _draw_segment(analysis: Analysis, model, fe, segment, leads, probs, out_dir:
     kind = model_kind(model)
     path = out_dir / f"{rid}_printout.png"
     fig = plot_ecg_12lead(signal, fs, plotted, title=f"{head}  ({kind}: {'; '.join(analysis.labels) or 'no class above threshold'})",
-                          prediction=probs, max_predictions=len(probs), offset_s=analysis.segment_start_s,
-                          record_duration_s=analysis.duration_s)
+                          prediction=probs, max_predictions=len(probs), start_s=analysis.segment_start_s,
+                          offset_s=analysis.segment_start_s, record_duration_s=analysis.duration_s)
     _save_png(fig, path, dpi=_PRINTOUT_DPI)
     analysis.figures["printout"] = path
 
