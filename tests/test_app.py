@@ -468,6 +468,7 @@ def test_browser_long_record_timeline(page, server, shared_data, tmp_path, shots
     rec = shared_data / "mitdb" / "100"
     seen_progress = []
     page.set_input_files("#upload input[type=file]", [str(rec.with_suffix(".hea")), str(rec.with_suffix(".dat"))])
+    page.fill("#start input", "600")  # the printout shows minute 10, read alone from the file
     page.wait_for_timeout(1000)
     page.click("#analyse")
     deadline = time.monotonic() + 600
@@ -482,7 +483,7 @@ def test_browser_long_record_timeline(page, server, shared_data, tmp_path, shots
     text = _status(page)
     assert "Record 100: 30.1 min, 2 channel(s) at 360 Hz" in text
     assert "mean over 361 windows of 10 s, one every 5 s" in text
-    assert "Printout: 2 of 12 standard leads plotted (II, V5)" in text
+    assert "Printout: 2 of 12 standard leads plotted (II, V5), 600-610 s" in text
     assert seen_progress, "a progress indicator should show while a long record is scored"
     assert _visible(page, "timeline")
     assert page.locator("#timeline img").first.evaluate("i => i.complete && i.naturalWidth > 500")
