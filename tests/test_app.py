@@ -296,10 +296,10 @@ def _env(**extra) -> dict:
 
 
 class Server:
-    def __init__(self, argv, cwd=None, env=None, timeout=240):
+    def __init__(self, argv, log_dir: Path, cwd=None, env=None, timeout=240):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"ecgnat-app-test-{self.port}.log"
+        self.log = Path(log_dir) / f"ecgnat-app-{self.port}.log"
         self.proc = subprocess.Popen([*argv, "--port", str(self.port)], cwd=cwd, env=env or _env(),
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -360,8 +360,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint, browser):
-    s = Server([sys.executable, "-m", "ecgnat_hf.cli", "app", "-m", str(checkpoint), "--max_file_mb", str(MAX_FILE_MB)])
+def server(checkpoint, browser, tmp_path_factory):
+    s = Server([sys.executable, "-m", "ecgnat_hf.cli", "app", "-m", str(checkpoint), "--max_file_mb", str(MAX_FILE_MB)],
+               tmp_path_factory.mktemp("app_log"))
     yield s
     folder = s.temp_folder()
     assert s.stop() == 0, s.output()[-3000:]
@@ -551,7 +552,7 @@ def test_space_folder_runs_the_same_app_without_the_repository(checkpoint, brows
     # run it from the folder, with no path to this repository: it must use its own copy of the code
     env = _env()
     env.pop("PYTHONPATH", None)
-    s = Server([sys.executable, "app.py"], cwd=space, env=env)
+    s = Server([sys.executable, "app.py"], tmp_path, cwd=space, env=env)
     try:
         assert f"ecgnat_hf code: {space.resolve() / 'ecgnat_hf'}" in s.output()
         ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
