@@ -8,7 +8,10 @@
     ecgnat plot RECORD --beats [--start_s S] [--duration_s 20] [--qrs_detector package] [-o beats.png]
     ecgnat embed --model CKPT records_or_folders... -o embeddings.parquet|.npz [--per_window]
     ecgnat export --model CKPT --format onnx|torch_export -o folder
+    ecgnat push FOLDER REPO_ID                                      (upload a hub-ready checkpoint)
     ecgnat prepare --dataset KIND --data_dir DIR --output_dir STORE [--num_proc N]
+    ecgnat app --model CKPT [--host 127.0.0.1] [--port 7860]       (pip install 'ecgnat-hf[app]')
+    ecgnat space --model CKPT --output_dir DIR                      (a Hugging Face Space folder)
     ecgnat pretrain | finetune | linear-probe | evaluate | label-efficiency | demo  [recipe arguments]
     ecgnat --version
 
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     _add_plot_beats(q)
     _add_embed_and_export(sub)
+    _add_app_and_space(sub)
     return parser
 
 
@@ -239,6 +243,94 @@ def _cmd_plot_beats(args) -> int:
         line += (f"; {counts['reference']} reference beats: {counts['matched']} matched, {counts['missed']} missed, "
                  f"{counts['false']} false")
     print(line)
+def _add_app_and_space(sub) -> None:
+    a = sub.add_parser(
+        "app",
+        help="a web page (Gradio) where a record is dropped in and the printout, labels, beats, lead attention "
+        "and timeline appear",
+        description="Serve a Gradio page for a classifier checkpoint (ECG-NAT, BEAT-Net or ResNet1d; a local "
+        "folder or a hub id in the local cache). A record dropped on the page (WFDB .hea + .dat, Challenge "
+        ".hea + .mat, a .zip of either, or a .csv with its sampling rate) or a bundled example is scored "
+        "through the streaming path; the page shows the 12-lead printout, the labels above the checkpoint's "
+        "thresholds with every class's probability, the detected beats and lead attention and, for long "
+        "records, the timeline with the time above each threshold; results download as CSV/JSON/PNG. "
+        "Binds 127.0.0.1 (this machine only) unless --host says otherwise; no public link unless --share. "
+        "Needs gradio: pip install 'ecgnat-hf[app]'. See docs/app.md.",
+    )
+    a.add_argument("--model", "-m", required=True, help="checkpoint directory (or hub id in the local cache)")
+    a.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 serves the network)")
+    a.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    a.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    a.add_argument("--concurrency", type=int, default=1,
+                   help="analyses run at once; more requests wait in Gradio's queue (default: 1)")
+    a.add_argument("--max_queue", type=int, default=16, help="requests that may wait in the queue (default: 16)")
+    a.add_argument("--max_file_mb", type=float, default=1024,
+                   help="largest upload in MiB, refused by the page before it is sent (default: 1024)")
+    a.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+
+    s = sub.add_parser(
+        "space",
+        help="write a Hugging Face Space folder (app.py, requirements.txt, README with Space metadata) for a checkpoint",
+        description="Write a folder that runs the same app as `ecgnat app` on a machine without this repository: "
+        "app.py, requirements.txt, README.md with the Space metadata block, a copy of the ecgnat_hf code, the "
+        "checkpoint under model/ and the example records. `python app.py` in it serves the page; uploaded to a "
+        "Hugging Face Space (sdk: gradio) it runs there.",
+    )
+    s.add_argument("--model", "-m", required=True, help="checkpoint directory (or hub id in the local cache)")
+    s.add_argument("--output_dir", "-o", required=True, help="folder to write (must be empty or not exist)")
+    s.add_argument("--title", default=None, help="the Space's title (default: 'ECG-NAT demo: <model kind>')")
+    s.add_argument("--concurrency", type=int, default=1, help="analyses at once in the Space (default: 1)")
+    s.add_argument("--max_file_mb", type=float, default=1024, help="largest upload in MiB (default: 1024)")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+
+
+def _cmd_app(args) -> int:
+    _check_positive("--concurrency", args.concurrency)
+    _check_positive("--max_queue", args.max_queue)
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be 1-65535, got {args.port}")
+    if not args.max_file_mb > 0:
+        raise UsageError(f"--max_file_mb must be positive, got {args.max_file_mb}")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UsageError("the app needs gradio: pip install 'ecgnat-hf[app]'") from None
+    if Path(args.model).exists() and not Path(args.model).is_dir():
+        raise UsageError(f"--model {args.model}: not a checkpoint directory")
+    _quiet_transformers()
+    from .app.interface import launch_app
+    from .inference import CheckpointError
+
+    if args.share:
+        print(f"{PROG} app: --share: a public link will be opened; anyone with it can upload records", file=sys.stderr)
+    try:
+        launch_app(args.model, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
+                   max_queue=args.max_queue, max_file_mb=args.max_file_mb, device=str(_device(args.device)))
+    except (CheckpointError, OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _cmd_space(args) -> int:
+    _check_positive("--concurrency", args.concurrency)
+    if Path(args.model).exists() and not Path(args.model).is_dir():
+        raise UsageError(f"--model {args.model}: not a checkpoint directory")
+    _quiet_transformers()
+    from .app.space import write_space
+    from .inference import CheckpointError
+
+    try:
+        out = write_space(args.model, args.output_dir, title=args.title, concurrency=args.concurrency,
+                          max_file_mb=args.max_file_mb, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot load the checkpoint {args.model!r}: {exc}") from None
+    print(f"wrote the Space folder {out}: app.py, requirements.txt, README.md, ecgnat_hf/, model/, examples/")
+    print(f"run it: cd {out} && pip install -r requirements.txt && python app.py")
     return 0
 
 
@@ -326,7 +418,7 @@ def available_cores() -> int:
 
 
 #: subcommands whose torch default is every available core (inference); the recipes keep 1
-_ALL_CORES_COMMANDS = ("predict", "plot")
+_ALL_CORES_COMMANDS = ("predict", "plot", "app")
 
 
 def _limit_threads(num_threads: int | None, command: str | None = None) -> None:
@@ -925,6 +1017,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_export(args)
         if args.command == "push":
             return _cmd_push(args)
+        if args.command == "app":
+            return _cmd_app(args)
+        if args.command == "space":
+            return _cmd_space(args)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse catches it first
     except UsageError as exc:
         sub = f" {command}" if command else ""

@@ -372,6 +372,7 @@ def plot_beats_and_lead_attention(
     start_s: float = 0.0,
     duration_s: float = 10.0,
     title: str | None = None,
+    offset_s: float = 0.0,
 ) -> Figure:
     """The record with its detected beats marked, beside each lead's attention weight.
 
@@ -382,7 +383,9 @@ def plot_beats_and_lead_attention(
             :func:`ecgnat_hf.plotting.lead_attention.record_lead_attention` (ECG-NAT lead fusion or BEAT-Net
             spatial encoder), in the order of ``weight_lead_names`` (default: the 12 canonical leads).
         weight_mask: (leads,) bool, leads present in the model input; absent ones are labelled, not drawn.
+            ``weights=None``: a model without lead attention (ResNet1d); the panel says so.
         start_s, duration_s: the span of the record shown.
+        offset_s: when ``signal`` is a piece of a longer recording, where it starts (added to the time axis).
     """
     x = _to_numpy(signal).astype(np.float64)
     if x.ndim == 1:
@@ -392,6 +395,9 @@ def plot_beats_and_lead_attention(
                          f"{len(lead_names)} names")
     if not (isinstance(sampling_rate, (int, float, np.integer, np.floating)) and sampling_rate > 0):
         raise ValueError(f"sampling_rate must be a positive number, got {sampling_rate!r}")
+    no_weights = weights is None
+    if no_weights:
+        weights, weight_lead_names, weight_mask = np.zeros(1), ["-"], np.zeros(1, dtype=bool)
     w = _to_numpy(weights).astype(np.float64).reshape(-1)
     names_w = [str(n) for n in (weight_lead_names if weight_lead_names is not None else CANONICAL_LEADS)]
     if len(names_w) != w.shape[0]:
@@ -400,9 +406,9 @@ def plot_beats_and_lead_attention(
     fs = float(sampling_rate)
     i0 = int(max(0.0, start_s) * fs)
     i1 = min(x.shape[1], i0 + int(duration_s * fs))
-    t = np.arange(i0, i1) / fs
+    t = np.arange(i0, i1) / fs + offset_s
     beats = np.asarray(_to_numpy(beat_times_s), dtype=np.float64).reshape(-1)
-    shown = beats[(beats >= i0 / fs) & (beats < i1 / fs)]
+    shown = beats[(beats >= i0 / fs) & (beats < i1 / fs)] + offset_s
 
     n = x.shape[0]
     fig = _new_figure(12.0, max(3.6, 0.55 * n + 1.6))
@@ -418,13 +424,20 @@ def plot_beats_and_lead_attention(
         ax.axvline(b, color="#c0392b", linewidth=0.7, alpha=0.6)
     ax.set_yticks(-np.arange(n), [str(v) for v in lead_names])
     ax.set_ylim(-n + 0.4, 0.8)
-    ax.set_xlim(i0 / fs, i1 / fs)
+    ax.set_xlim(i0 / fs + offset_s, i1 / fs + offset_s)
     ax.set_xlabel("time (s)")
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(f"{len(beats)} detected beats (red lines; {len(shown)} in this {(i1 - i0) / fs:.1f} s)", fontsize=9)
 
     bx = fig.add_subplot(gs[0, 1])
     bx.set_label("lead attention")
+    if no_weights:
+        bx.axis("off")
+        bx.text(0.5, 0.5, "this model has\nno lead attention", ha="center", va="center", fontsize=10,
+                color=_MISSING_TEXT, style="italic", transform=bx.transAxes)
+        fig.suptitle(title or "Detected beats", fontsize=10)
+        _save(fig, path, dpi=150)
+        return fig
     order = np.arange(w.shape[0])
     vals = np.where(present, w, 0.0)
     best = int(np.argmax(vals)) if present.any() else -1
