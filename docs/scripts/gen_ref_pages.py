@@ -13,12 +13,14 @@ nav = mkdocs_gen_files.Nav()
 for path in sorted((SRC / "ecgnat_hf").rglob("*.py")):
     module = path.relative_to(SRC).with_suffix("")
     parts = list(module.parts)
-    if parts[-1] == "__init__":
+    page = Path(*parts).with_suffix(".md")
+    if parts[-1] == "__init__":  # a package: its page is the index of its folder
         parts = parts[:-1]
+        page = Path(*parts, "index.md")
     if any(part.startswith("_") for part in parts):
         continue
-    doc_path = Path("reference", *parts).with_suffix(".md")
-    nav[tuple(parts)] = Path(*parts).with_suffix(".md").as_posix()
+    doc_path = Path("reference", page)
+    nav[tuple(parts)] = page.as_posix()
     with mkdocs_gen_files.open(doc_path, "w") as page:
         page.write(f"::: {'.'.join(parts)}\n")
     mkdocs_gen_files.set_edit_path(doc_path, path.relative_to(SRC.parent))
