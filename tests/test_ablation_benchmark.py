@@ -28,6 +28,7 @@ def test_only_ptbxl_rates_are_accepted(ablation):
         ablation.load_data("center", 8, sampling_rate=250)
 
 
+@pytest.mark.slow
 def test_500hz_reads_the_same_records_and_refuses_a_100hz_model(ablation, shared_data, monkeypatch):
     monkeypatch.setenv("ECGNAT_SHARED_DATA", str(shared_data))
     low = ablation.load_data("center", 8, sampling_rate=100)

@@ -147,6 +147,7 @@ class _ListDataset(torch.utils.data.Dataset):
         return {"input_values": self.x[i], "labels": self.y[i]}
 
 
+@pytest.mark.slow
 def test_trainer_lowers_loss_on_real_ptbxl_and_round_trips(tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer, TrainingArguments
 

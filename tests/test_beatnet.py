@@ -292,6 +292,7 @@ def _ptbxl_sample(n=64):
     return torch.tensor(np.stack(signals)), torch.tensor(labels)
 
 
+@pytest.mark.slow
 def test_short_training_lowers_loss_on_ptbxl():
     x, y = _ptbxl_sample(64)
     assert x.shape == (64, 12, 1000)

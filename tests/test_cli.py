@@ -44,6 +44,7 @@ def corrupted(records, tmp_path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- version / help
+@pytest.mark.slow
 def test_installed_script_version():
     script = Path(sys.executable).with_name("ecgnat")
     if not script.exists():
@@ -188,6 +189,7 @@ def test_predict_timeline_labels_and_plot_timeline(checkpoint, records, tmp_path
     assert main(["plot"]) == 2
 
 
+@pytest.mark.slow
 def test_predict_window_stride(checkpoint, shared_data, tmp_path, capsys):
     """--window_stride_s 10 scores each second once: every other window of the default 5 s plan, same values."""
     record = shared_data / "mitdb" / "100"  # 30 min, 2 leads

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 WORKER = textwrap.dedent(
     """
     import os
@@ -50,6 +52,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_process_cpu_finetune_keeps_ranks_identical(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

@@ -107,6 +107,7 @@ def test_target_rate_is_never_ignored():
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_long_record_windows(shared_data):
     rec = read_record(shared_data / "mitdb/100")  # 650000 samples at 360 Hz = 1805.6 s
     fe = ECGNATFeatureExtractor()  # window 10 s, stride 5 s, 500 Hz

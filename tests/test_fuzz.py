@@ -172,6 +172,7 @@ def test_swapped_signal_files_are_refused(tmp_path):
 @FUZZ
 @given(name=st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,20}", fullmatch=True),
        version=st.sampled_from(["4", "5"]), transpose=st.booleans(), dtype=st.sampled_from(["int16", "float64", "int32"]))
+@pytest.mark.slow
 def test_resaved_matlab_files(tmp_path_factory, originals, name, version, transpose, dtype):
     rec = _copy("mat", tmp_path_factory.mktemp("resave"))
     mat = rec.with_suffix(".mat")

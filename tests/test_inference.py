@@ -121,6 +121,7 @@ def test_sample_records_and_corrupted_copy(checkpoint, loaded, sample_records, t
         predict_records(checkpoint, [bad], progress=False, strict=True)
 
 
+@pytest.mark.slow
 def test_mitdb_streamed_equals_whole_record(checkpoint, loaded, shared_data, tmp_path):
     """MIT-BIH 100: 30 min, MLII + V5 at 360 Hz, streamed in 60 s chunks (31 chunks, resampled to 100 Hz
     piece by piece): per-window and per-record probabilities equal the whole-record computation."""
@@ -163,6 +164,7 @@ def test_mitdb_streamed_equals_whole_record(checkpoint, loaded, shared_data, tmp
     dict(sampling_rate=257),  # up/down = 257/360
     dict(sampling_rate=100, do_baseline_removal=True, do_bandpass=True, bandpass_low=0.5, bandpass_high=40.0),
 ])
+@pytest.mark.slow
 def test_stream_inputs_equal_whole_record(shared_data, settings):
     """The model inputs, chunk by chunk, are the whole-record feature extractor's (MIT-BIH 100, 360 Hz)."""
     path = shared_data / "mitdb" / "100"
@@ -192,6 +194,7 @@ def _concatenated_record(shared_data: Path, folder: Path, copies: int, rate: int
     return folder / "long"
 
 
+@pytest.mark.slow
 def test_long_record_is_read_in_bounded_pieces(shared_data, tmp_path, monkeypatch):
     """A 2-hour record of real recordings concatenated: no read is longer than one chunk plus margins, and the
     windows equal the whole-record extractor's."""

@@ -94,6 +94,7 @@ def _resnet1d(**kw):
     return ResNet1dForSequenceClassification(cfg).eval()
 
 
+@pytest.mark.slow
 def test_resnet1d_hub_checkpoint_loads_without_package(tmp_path):
     from test_modeling import _run_without_package
 

@@ -66,6 +66,7 @@ def test_accuracy_matches_sklearn():
     assert ECGAccuracy().compute(predictions=pred, references=y)["accuracy"] == pytest.approx(accuracy_score(y, pred))
 
 
+@pytest.mark.slow
 def test_fit_thresholds_maximise_f1(multilabel):
     y, s = multilabel
     th = fit_thresholds(y, s)

@@ -616,6 +616,7 @@ def _hub_cache_layout(checkpoint: Path, cache: Path, repo_id: str) -> None:
     (repo / "refs" / "main").write_text(revision)
 
 
+@pytest.mark.slow
 def test_remote_code_loads_every_head_without_package(tmp_path):
     config = tiny(num_labels=3, id2label={0: "NORM", 1: "MI", 2: "STTC"}, label2id={"NORM": 0, "MI": 1, "STTC": 2})
     model = ECGNATForPreTraining(config).eval()

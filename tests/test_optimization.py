@@ -78,6 +78,7 @@ FAST = ["--dataset", "sample", "--per_device_train_batch_size", "8", "--max_trai
         "--lr_scheduler_type", "constant", "--learning_rate", "0.001"]
 
 
+@pytest.mark.slow
 def test_finetune_recipe_optimises_with_decayed_rates(tmp_path):
     from ecgnat_hf.recipes.finetune import _parse, train_classifier
 

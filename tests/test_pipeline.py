@@ -43,6 +43,7 @@ def _scores(result) -> dict:
     return {r["label"]: r["score"] for r in result}
 
 
+@pytest.mark.slow
 def test_classification_inputs_agree_and_match_predict(classifier, checkpoint, records):
     assert isinstance(classifier, ECGClassificationPipeline)
     rec = read_record(records[0])
@@ -62,6 +63,7 @@ def test_classification_inputs_agree_and_match_predict(classifier, checkpoint, r
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_top_k_thresholds_and_long_lead_subset_record(classifier, shared_data):
     path = str(shared_data / "mitdb" / "100")  # 30 min, MLII + V5 at 360 Hz: 361 windows averaged
     full = classifier(path, window_batch_size=128)
@@ -79,6 +81,7 @@ def test_top_k_thresholds_and_long_lead_subset_record(classifier, shared_data):
         classifier(path, top_k=0)
 
 
+@pytest.mark.slow
 def test_saved_decision_thresholds_and_single_label(checkpoint, records, tmp_path):
     ckpt = tmp_path / "with_thresholds"
     shutil.copytree(checkpoint, ckpt)

@@ -62,6 +62,7 @@ def _train(tmp_path, name, scramble_test: bool):
     return res, weights
 
 
+@pytest.mark.slow
 def test_scrambled_test_labels_change_no_selection(tmp_path):
     a, wa = _train(tmp_path, "a", scramble_test=False)
     b, wb = _train(tmp_path, "b", scramble_test=True)

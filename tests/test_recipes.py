@@ -73,6 +73,7 @@ def pretrained(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_pretrain_outputs_hub_ready(pretrained):
     out, res = pretrained
     assert res["global_step"] == 2
@@ -83,6 +84,7 @@ def test_pretrain_outputs_hub_ready(pretrained):
     assert "python -m ecgnat_hf.recipes.pretrain --preset tiny" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_finetune_from_pretrained(pretrained, tmp_path):
     import torch
     from safetensors.torch import load_file
@@ -115,6 +117,7 @@ def test_finetune_from_pretrained(pretrained, tmp_path):
     assert torch.allclose(pre[key], ft[key], atol=0.05)
 
 
+@pytest.mark.slow
 def test_finetune_resnet1d_baseline_hub_ready(tmp_path):
     from ecgnat_hf.recipes.finetune import main
 
@@ -127,6 +130,7 @@ def test_finetune_resnet1d_baseline_hub_ready(tmp_path):
     _assert_card_matches(out)
 
 
+@pytest.mark.slow
 def test_linear_probe_freezes_encoder(pretrained, tmp_path):
     import torch
     from safetensors.torch import load_file
@@ -143,6 +147,7 @@ def test_linear_probe_freezes_encoder(pretrained, tmp_path):
     _assert_hub_ready(out)
 
 
+@pytest.mark.slow
 def test_evaluate_lead_subsets(pretrained, tmp_path):
     from ecgnat_hf.recipes.evaluate import main
     from ecgnat_hf.recipes.finetune import main as finetune
@@ -165,6 +170,7 @@ def test_evaluate_lead_subsets(pretrained, tmp_path):
     assert "| 6-limb |" in md and "| NORM |" in md
 
 
+@pytest.mark.slow
 def test_label_efficiency_table_and_plot(pretrained, tmp_path):
     from ecgnat_hf.recipes.label_efficiency import main
 
@@ -201,6 +207,7 @@ def test_label_efficiency_table_and_plot(pretrained, tmp_path):
         assert saved[key].shape == saved["labels"].shape and np.isfinite(saved[key]).all()
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_continues(tmp_path):
     from ecgnat_hf.recipes.finetune import main
 
@@ -376,6 +383,7 @@ _LOADER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_push_to_hub_offline_roundtrip(tmp_path, monkeypatch):
     import huggingface_hub
     import torch
@@ -417,6 +425,7 @@ def test_push_to_hub_offline_roundtrip(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_finetune_on_challenge_records_draws_validation_and_test(shared_data, tmp_path):
     """The Challenge data has only a train split: validation and test are drawn from it (records, fixed seed).
     Regression: drawing the validation split raised KeyError('validation')."""

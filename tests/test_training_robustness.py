@@ -172,6 +172,7 @@ def folder_with_a_precordial_record(shared_data, tmp_path_factory):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_lead_subset_evaluation_leaves_out_records_without_its_leads(folder_with_a_precordial_record, tmp_path):
     """A test record with only V1-V6 has nothing to show under 'I+II': that subset's metrics leave it out and
     say so (count and name, JSON and Markdown), instead of aborting the whole evaluation; the full-lead and

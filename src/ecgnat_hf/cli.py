@@ -72,18 +72,16 @@ class UsageError(Exception):
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    # ecgnat_hf.__version__ is the one place the version is written: pyproject.toml reads it at build time
+    # (dynamic version), and docs/changelog.md's latest entry must match it (tests/test_packaging.py).
+    from . import __version__
 
-        return version("ecgnat-hf")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        from . import __version__
-
-        return __version__
+    return __version__
 
 
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ecgnat`` argument parser: one sub-command per recipe, plus ``predict``, ``plot``, ``demo`` and the rest."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="ECG-NAT: neighborhood-attention transformer for multi-lead ECG (research use only, "

@@ -899,9 +899,9 @@ def read_record(
             ``metadata["calibration_flags"]``, which ``ecgnat predict`` puts in its quality column.
 
     Raises:
-        ECGDataError subclasses only (MissingFileError, HeaderError, MissingSamplingRateError,
-        SamplingRateError, TruncatedSignalError, SignalMismatchError, InvalidSignalError,
-        LeadNameError, UnreadableRecordError), each naming the record and the problem.
+        ECGDataError: only its subclasses (MissingFileError, HeaderError, MissingSamplingRateError,
+            SamplingRateError, TruncatedSignalError, SignalMismatchError, InvalidSignalError,
+            LeadNameError, UnreadableRecordError), each naming the record and the problem.
     """
     try:
         return _read_record(path, channel_names=channel_names, validate_leads=validate_leads,

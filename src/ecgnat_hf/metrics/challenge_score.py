@@ -31,6 +31,8 @@ Returns:
 
 
 class ChallengeScore(evaluate.Metric):
+    """The PhysioNet/CinC Challenge 2020/2021 normalised score from the official ``weights.csv``, as an ``evaluate`` metric."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="PhysioNet/CinC Challenge 2020/2021 normalised score.",

@@ -14,6 +14,8 @@ Returns:
 
 
 class ECGAccuracy(evaluate.Metric):
+    """Accuracy for single-label classification, as an ``evaluate`` metric."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Accuracy for single-label classification.",

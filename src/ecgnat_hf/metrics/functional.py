@@ -33,11 +33,13 @@ __all__ = [
 
 
 def sigmoid(x) -> np.ndarray:
+    """Element-wise logistic function in float64, stable for large ``|x|``."""
     x = np.asarray(x, dtype=np.float64)
     return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
 
 
 def softmax(x, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` in float64 (the maximum is subtracted first)."""
     x = np.asarray(x, dtype=np.float64)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)

@@ -23,6 +23,8 @@ Returns:
 
 
 class MultilabelAUC(evaluate.Metric):
+    """Macro and per-class AUROC/AUPRC for multi-label scores, as an ``evaluate`` metric (the module docstring lists the inputs)."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

@@ -22,6 +22,8 @@ Returns:
 
 
 class ThresholdedF1(evaluate.Metric):
+    """Per-class and macro F1 at given decision thresholds, as an ``evaluate`` metric (the module docstring lists the inputs)."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

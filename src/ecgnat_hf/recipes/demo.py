@@ -49,7 +49,7 @@ COMMON = ["--dataset", "sample", "--task", "superdiagnostic", *PROTOCOL, "--seed
 
 
 def finetune_arguments(budget: str) -> list[str]:
-    """The final fine-tuning recipe (chosen on validation fold 8; see the README's ablation table): every arm
+    """The final fine-tuning recipe (chosen on validation fold 8; see the ablation tables of docs/results.md): every arm
     evaluates on fold 8 every ``eval_steps`` and keeps its best checkpoint by macro AUROC there."""
     b = BUDGETS[budget]
     return ["--max_steps", str(b["finetune_steps"]), "--learning_rate", "0.001",

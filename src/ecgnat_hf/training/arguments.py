@@ -64,6 +64,7 @@ def parse_int_list(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
 
 
 def parse_float_list(value: str | Sequence[float] | None) -> tuple[float, ...]:
+    """``"0.1,0.25"``, a sequence of numbers or ``None``/``""`` as a tuple of floats (empty for none)."""
     if value is None or value == "":
         return ()
     if isinstance(value, (list, tuple)):

@@ -127,6 +127,8 @@ class BeatNetSpatialEncoder(nn.Module):
 
 
 class BeatNetPreTrainedModel(PreTrainedModel):
+    """Base class of the BEAT-Net models: configuration class and weight initialisation."""
+
     config_class = BeatNetConfig
     config: BeatNetConfig
     base_model_prefix = "beatnet"

@@ -398,6 +398,8 @@ class ECGNATStage(nn.Module):
 
 # ----------------------------------------------------------------------------------------------- models
 class ECGNATPreTrainedModel(PreTrainedModel):
+    """Base class of the ECG-NAT models: configuration class, weight initialisation, and a `save_pretrained` that writes the remote-code `auto_map` for every head."""
+
     config_class = ECGNATConfig
     config: ECGNATConfig
     base_model_prefix = "ecgnat"

@@ -70,6 +70,8 @@ class ResNet1dBlock(nn.Module):
 
 
 class ResNet1dPreTrainedModel(PreTrainedModel):
+    """Base class of the ResNet1d comparison baseline: configuration class and weight initialisation."""
+
     config: ResNet1dConfig
     config_class = ResNet1dConfig
     base_model_prefix = "resnet1d"
