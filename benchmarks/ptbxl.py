@@ -576,8 +576,8 @@ def summarize(results: Results, protocol: str = "dev", pack: Pack | None = None,
     groups: dict = defaultdict(list)
     for r in results.rows():
         s = r.get("spec")
-        if not s or s["protocol"] != protocol or "test_auroc" not in r:
-            continue
+        if not s or s["protocol"] != protocol or "test_auroc" not in r or r["steps"] != r["planned_steps"]:
+            continue  # validation-only sweeps, and runs cut short by a deadline
         groups[(s["task"], _label(r), s["fraction"])].append(r)
     table = []
     for (task, label, frac), rows in sorted(groups.items()):
@@ -951,7 +951,8 @@ def markdown_report(results: Results, pack: Pack, n_boot: int = 1000) -> str:
     """The README's tables from a results folder (dev protocol: test fold 9, weights chosen on fold 8)."""
     from collections import defaultdict
 
-    rows = [r for r in results.rows() if r.get("spec", {}).get("protocol") == "dev" and "test_auroc" in r]
+    rows = [r for r in results.rows() if r.get("spec", {}).get("protocol") == "dev" and "test_auroc" in r
+            and r["steps"] == r["planned_steps"]]  # a run cut short by a deadline is not a result
     arms = defaultdict(list)
     for r in rows:
         s = r["spec"]
@@ -972,8 +973,11 @@ def markdown_report(results: Results, pack: Pack, n_boot: int = 1000) -> str:
         d = paired(results, pack, ka, kb, task, n_boot=n_boot)
         return f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
 
-    nat_models = sorted({k[1] for k in arms if k[1].startswith("ecgnat") and k[2] == "pretrained" and k[3] == 1.0})
-    main_nat = max(nat_models, key=lambda m: len(arms[("superdiagnostic", m, "pretrained", 1.0)])) if nat_models else None
+    counts = defaultdict(int)
+    for k, rs in arms.items():
+        if k[1].startswith("ecgnat") and k[2] == "pretrained":
+            counts[k[1]] += len(rs) + 100 * (k[3] == 1.0)  # the preset with full-label runs, then the most runs
+    main_nat = max(counts, key=counts.get) if counts else None
     out = ["| task | ECG-NAT (" + str(main_nat) + ", pretrained) | ResNet1d | ECG-NAT − ResNet1d, 95% CI | "
            "published resnet1d_wang / xresnet1d101 (fold 10) |", "|---|---|---|---|---|"]
     for task in TASKS:
