@@ -241,6 +241,9 @@ def _cmd_plot_beats(args) -> int:
         line += (f"; {counts['reference']} reference beats: {counts['matched']} matched, {counts['missed']} missed, "
                  f"{counts['false']} false")
     print(line)
+    return 0
+
+
 def _add_app_and_space(sub) -> None:
     a = sub.add_parser(
         "app",

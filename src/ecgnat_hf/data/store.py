@@ -103,6 +103,7 @@ def quantize_int16(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dequantize_int16(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Signal in mV from stored int16 values ``q`` (leads, samples) and one scale per lead (mV per step)."""
     return q.astype(np.float32) * np.asarray(scale, dtype=np.float32)[:, None]
 
 
@@ -130,6 +131,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def is_store(path) -> bool:
+    """True when ``path`` is a prepared store folder (it holds the store's manifest)."""
     return path is not None and (Path(path) / MANIFEST).is_file()
 
 

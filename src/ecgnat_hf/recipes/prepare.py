@@ -44,6 +44,7 @@ class PrepareArguments:
 
 
 def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
+    """``ecgnat prepare``: parse the arguments, prepare (or resume, or merge) the store; return its manifest."""
     from ..data.store import StoreError
     from ..training.arguments import DataArguments, ModelArguments, parse_recipe_args
 
