@@ -381,9 +381,11 @@ def stratified(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.asarray(sorted(stratified_subset(labels, fraction, seed=seed)))
 
 
-def train_run(spec: RunSpec, pack: Pack, batcher: Batcher, log=print) -> dict:
-    """Train one run; return its result row (and write nothing: the caller stores it)."""
+def train_run(spec: RunSpec, pack: Pack, batcher: Batcher, log=print, progress: bool = False) -> dict:
+    """Train one run; return its result row and predictions (and write nothing: the caller stores them).
+    ``progress``: a step bar with the ETA and the latest validation AUROC (long CPU runs)."""
     import torch
+    from tqdm.auto import tqdm
 
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed)
@@ -417,7 +419,9 @@ def train_run(spec: RunSpec, pack: Pack, batcher: Batcher, log=print) -> dict:
     t0 = time.time()
     model.train()
     step = 0
+    bar = tqdm(total=steps, desc=spec.key, unit="step", disable=not progress, leave=False, mininterval=5)
     for step in range(1, steps + 1):
+        bar.update(1)
         if len(order) < bs:
             order = np.concatenate([order, rng.permutation(tr)])
         idx, order = order[:bs], order[bs:]
@@ -433,10 +437,12 @@ def train_run(spec: RunSpec, pack: Pack, batcher: Batcher, log=print) -> dict:
         if step % eval_every == 0 or step == steps or timed_out:
             auc = macro_auroc(y_all[va], predict(model, batcher, va, window))
             history.append((step, round(auc, 5)))
+            bar.set_postfix(val_auroc=f"{auc:.4f}")
             if auc > best[0]:
                 best = (auc, step, copy.deepcopy(model.state_dict()))
         if timed_out:
             break
+    bar.close()
     train_s = time.time() - t0
     model.load_state_dict(best[2])
     row = {"key": spec.key, "spec": asdict(spec), "classes": classes, "n_train": int(len(tr)),
@@ -556,7 +562,7 @@ def run_many(specs: list[RunSpec], pack: Pack, results: Results, device=None) ->
     bar = tqdm(todo, desc="PTB-XL runs", unit="run")
     for spec in bar:
         bar.set_postfix_str(spec.key)
-        row, preds = train_run(spec, pack, batcher, log=bar.write)
+        row, preds = train_run(spec, pack, batcher, log=bar.write, progress=True)
         results.add(row, preds)
         rows.append(row)
     return rows
