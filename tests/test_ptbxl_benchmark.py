@@ -298,3 +298,26 @@ def test_push_uploads_a_hub_ready_folder_and_refuses_others(tmp_path, monkeypatc
     calls.clear()
     assert main(["push", str(folder), "me/ckpt"]) != 0
     assert not calls and "not hub-ready" in capsys.readouterr().err
+
+
+def test_shipped_pretrained_encoder_loads_and_embeds():
+    encoder = CHECKPOINTS / "ecgnat-tiny-ptbxl-pretrained"
+    if not encoder.exists():
+        pytest.skip("no checkpoints/ecgnat-tiny-ptbxl-pretrained in this checkout")
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    from ecgnat_hf.data.records import read_record
+    from ecgnat_hf.sample_data import sample_dir
+    from ecgnat_hf.training.hub import check_hub_ready
+
+    assert check_hub_ready(encoder) == []
+    assert sum(p.stat().st_size for p in encoder.rglob("*") if p.is_file()) < 25e6
+    model = AutoModel.from_pretrained(encoder).eval()
+    fe = AutoFeatureExtractor.from_pretrained(encoder)
+    rec = read_record(sample_dir() / "records100/00000/00008_lr")
+    inputs = fe(rec.signal, sampling_rate=rec.sampling_rate, lead_names=rec.lead_names, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_values=inputs["input_values"], lead_mask=inputs["lead_mask"])
+    assert out.pooler_output.shape == (1, model.config.hidden_size) and torch.isfinite(out.pooler_output).all()
+    assert "19,601" in (encoder / "README.md").read_text()
