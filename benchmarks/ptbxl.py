@@ -575,7 +575,7 @@ def _label(row) -> str:
     return s["model"] + (f" ({init})" if init and init != "scratch" else "")
 
 
-def summarize(results: Results, protocol: str = "dev", pack: Pack | None = None, n_boot: int = 1000) -> dict:
+def summarize(results: Results, protocol: str = "dev") -> dict:
     """Multi-seed means per (task, model, init, fraction) and paired intervals between arms on the test fold."""
     from collections import defaultdict
 
@@ -738,13 +738,14 @@ def run_plan(pack_path: str, out: str, workers: int = 8, deadline_s: float = 540
              and not (j[0] == "run" and RunSpec(**j[1]).key in finished)]
     stage, busy, n_ok, n_err = "sweep", 0, 0, 0
     busy_runs = {"n": 0}  # training runs in flight (pretraining may go on past the sweep)
+    finished_rows = results.rows()  # kept in step with the results file as runs finish
 
     def remaining():
         return deadline_s - (time.time() - t_start)
 
     def expected_seconds(payload):
         """Median duration of finished runs of the same model and label fraction (a guess before any)."""
-        same = [r["train_seconds"] for r in results.rows() if r["spec"]["model"] == payload.get("model")
+        same = [r["train_seconds"] for r in finished_rows if r["spec"]["model"] == payload.get("model")
                 and r["spec"]["fraction"] == payload.get("fraction", 1.0) and r["steps"] == r["planned_steps"]]
         return float(np.median(same)) if same else 0.0
 
@@ -802,6 +803,7 @@ def run_plan(pack_path: str, out: str, workers: int = 8, deadline_s: float = 540
                 log(f"[{time.time() - t_start:5.0f}s] {row['key']}: {row['steps']}/{row['planned_steps']} steps")
             else:
                 results.add(row, preds)
+                finished_rows.append(row)
                 log(f"[{time.time() - t_start:5.0f}s] {key}: val {row['validation_auroc']:.4f}"
                     + (f" test {row['test_auroc']:.4f}" if "test_auroc" in row else "")
                     + f" steps {row['steps']}/{row['planned_steps']} {row['train_seconds']}s")
