@@ -610,9 +610,7 @@ def run_folder(make, oracle=None, **cfg):
 
 def run_finetune(make, extra=(), oracle=None, expect_error: str | None = None):
     def run(tmp: Path):
-        from ecgnat_hf.training.data import clear_cache
 
-        clear_cache()
         root, labels = make(tmp)
         argv = ["finetune", "--dataset", "folder", "--data_dir", str(root), "--labels_csv", str(labels),
                 "--cache_dir", str(tmp / "hf"), "--output_dir", str(tmp / "out"), "--max_steps", "2",
@@ -845,9 +843,7 @@ def evaluate_cases() -> list[Case]:
 
     def finetune_leads(t: Path):
         root, _, rec = _chest_only_folder(t)
-        from ecgnat_hf.training.data import clear_cache
 
-        clear_cache()
         rc, out, err, exc = cli(["finetune", "--dataset", "folder", "--data_dir", str(root), "--labels_csv",
                                  str(root / "labels.csv"), "--leads", "I+II", "--cache_dir", str(t / "hf"),
                                  "--output_dir", str(t / "out"), "--max_steps", "2", "--per_device_train_batch_size", "4",

@@ -185,7 +185,6 @@ def test_plot_reads_only_the_window_it_shows(records, tmp_path, monkeypatch):
 
 
 def test_finetune_all_training_records_unusable(tmp_path, capsys):
-    from ecgnat_hf.training.data import clear_cache
 
     r = read_record(find_records(sample_dir() / "records100")[0])
     root = tmp_path / "folder"
@@ -193,7 +192,6 @@ def test_finetune_all_training_records_unusable(tmp_path, capsys):
         _write(root, f"r{i:02d}", np.zeros_like(r.signal, dtype=np.float64), r.sampling_rate, r.lead_names)
     (root / "labels.csv").write_text("record,labels\n" + "".join(f"r{i:02d},{'NORM' if i % 2 else 'MI'}\n"
                                                                 for i in range(10)))
-    clear_cache()
     code = main(["finetune", "--dataset", "folder", "--data_dir", str(root), "--labels_csv", str(root / "labels.csv"),
                  "--cache_dir", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
                  "--use_cpu", "true", "--disable_tqdm", "true"])

@@ -114,9 +114,7 @@ def cinc2017_style(shared_data, tmp_path_factory):
 @pytest.mark.parametrize("model_type", ["ecgnat", "resnet1d"])
 def test_single_channel_ecg_folder_finetunes_with_a_lead_mapping(cinc2017_style, tmp_path, model_type):
     from ecgnat_hf.recipes.finetune import main
-    from ecgnat_hf.training.data import clear_cache
 
-    clear_cache()
     base = ["--dataset", "folder", "--data_dir", str(cinc2017_style), "--labels_csv",
             str(cinc2017_style / "REFERENCE.csv"), "--label_type", "single_label", "--cache_dir", str(tmp_path / "hf"),
             "--model_type", model_type, "--max_steps", "6",
@@ -128,7 +126,6 @@ def test_single_channel_ecg_folder_finetunes_with_a_lead_mapping(cinc2017_style,
         base += ["--config_overrides", "hidden_sizes=[16,16],block_strides=[1,2],stem_hidden_size=16"]
     with pytest.raises(ValueError, match="no usable train example.*--lead_names"):
         main([*base, "--output_dir", str(tmp_path / "a")])
-    clear_cache()
     # 26 records -> 20 train, 3 validation, 3 test
     res = main([*base, "--output_dir", str(tmp_path / "b"), "--lead_names", "ECG=I"])
     assert res["global_step"] == 6 and res["n_train"] > 0
@@ -182,12 +179,10 @@ def test_lead_subset_evaluation_leaves_out_records_without_its_leads(folder_with
     import shutil
 
     from ecgnat_hf.recipes.evaluate import main
-    from ecgnat_hf.training.data import clear_cache
 
     data, ckpt, v_only = folder_with_a_precordial_record
 
     def evaluate(folder, out):
-        clear_cache()
         return main(["--model_name_or_path", str(ckpt), "--dataset", "folder", "--data_dir", str(folder),
                      "--labels_csv", str(folder / "labels.csv"), "--cache_dir", str(tmp_path / "hf"),
                      "--eval_splits", "test", "--lead_subsets", "12-lead;I+II;V1,V2", "--plot_roc", "false",
@@ -224,10 +219,9 @@ def test_training_lead_subset_leaves_out_and_names_records_without_its_leads(fol
     from ecgnat_hf.feature_extraction_ecgnat import ECGNATFeatureExtractor
     from ecgnat_hf.recipes.finetune import _without_records_lacking
     from ecgnat_hf.training.arguments import DataArguments
-    from ecgnat_hf.training.data import ECGDataCollator, clear_cache, lead_subset_mask, prepare_classification_data
+    from ecgnat_hf.training.data import ECGDataCollator, lead_subset_mask, prepare_classification_data
 
     data, _, v_only = folder_with_a_precordial_record
-    clear_cache()
     fe = ECGNATFeatureExtractor(sampling_rate=100, window_s=10)
     prepared = prepare_classification_data(DataArguments(
         dataset="folder", data_dir=str(data), labels_csv=str(data / "labels.csv"), cache_dir=str(tmp_path / "hf")), fe)

@@ -334,9 +334,12 @@ def _write_shard(job: dict, store: str, source: str, n_labels: int | None) -> di
     """Write one shard (temporary file, fsync, rename) and then its sidecar. Returns the sidecar."""
     from datasets.arrow_writer import ArrowWriter
 
+    from ..data.errors import ECGDataError
+    from ..data.leads import parse_lead_names, rename_leads
     from ..models.ecgnat.feature_extraction_ecgnat import ECGInputError
 
     spec: PrepareSpec = _WORKER["spec"]
+    naming = parse_lead_names(getattr(spec.data_args, "lead_names", None))
     counter = _WORKER.get("counter")
     fe = spec.feature_extractor
     builder = _worker_builder()
@@ -358,9 +361,12 @@ def _write_shard(job: dict, store: str, source: str, n_labels: int | None) -> di
                 rel = _relative(rec, spec.data_dir)
                 pending += 1
                 try:
-                    x, mask, _ = fe._prepare_record(0, 1, ex["signal"], float(ex["sampling_rate"]),
-                                                    [str(v) for v in ex["lead_names"]], True, where=rel)
-                except ECGInputError as exc:
+                    names = [str(v) for v in ex["lead_names"]]
+                    if naming is not None:  # --lead_names: the user's names for non-standard channels
+                        names = rename_leads(names, naming, rel, missing="ignore")
+                    x, mask, _ = fe._prepare_record(0, 1, ex["signal"], float(ex["sampling_rate"]), names, True,
+                                                    where=rel)
+                except (ECGInputError, ECGDataError) as exc:
                     msg = str(exc)
                     skipped.append([rel, type(exc).__name__, msg[len(rel) + 2:] if msg.startswith(rel + ": ") else msg])
                     continue
@@ -413,6 +419,8 @@ def _write_shard(job: dict, store: str, source: str, n_labels: int | None) -> di
 # ------------------------------------------------------------------------------------------- prepare
 def _plan_fingerprint(plan: dict) -> str:
     keep = {k: plan[k] for k in ("kind", "data_dir", "shards", "extractor", "label_names", "records_per_shard")}
+    if plan.get("lead_naming"):  # only when given, so stores prepared before the option keep their fingerprint
+        keep["lead_naming"] = plan["lead_naming"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -467,7 +475,8 @@ def prepare_store(data_args, feature_extractor, output_dir, *, num_proc: int = 1
         plan = {"version": STORE_VERSION, "kind": spec.kind, "source": name,
                 "data_dir": str(Path(spec.data_dir).resolve()) if spec.data_dir else None,
                 "records_per_shard": int(records_per_shard), "shards": shards, "listing_skipped": listing_skips,
-                "extractor": _extractor_settings(feature_extractor), "label_names": label_names}
+                "extractor": _extractor_settings(feature_extractor), "label_names": label_names,
+                "lead_naming": getattr(data_args, "lead_names", None)}
         plan["fingerprint"] = _plan_fingerprint(plan)
         plan_path = out / PLAN
         if plan_path.is_file():

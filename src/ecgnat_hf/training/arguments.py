@@ -228,7 +228,8 @@ class DataArguments:
                   "survive), standardize (per-lead z-score), robust, none, or a number of mV."},
     )
     pretrain_windows: bool = field(
-        default=True, metadata={"help": "Pretraining: cut long records into several windows (else the first window only)."}
+        default=True, metadata={"help": "Pretraining: a random window of each record every epoch, so a long record is "
+                                   "seen over its whole length across epochs (false: always its first window)."}
     )
     extra_sources: list[str] = field(
         default_factory=list,

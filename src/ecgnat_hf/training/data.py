@@ -1,15 +1,24 @@
 """Dataset preparation for the recipes: builder splits -> feature extractor -> model columns.
 
+One data path, whatever the corpus size: nothing here holds a corpus in RAM.
+
 * :func:`make_builder` / :func:`load_splits`: a data-layer builder (PTB-XL, the bundled sample,
-  PhysioNet Challenge, a user's folder) from :class:`~ecgnat_hf.training.arguments.DataArguments`,
-  prepared once in the ``datasets`` cache; splits missing from the source (Challenge has only
-  ``train``, folders may lack one) are drawn from ``train`` with a fixed seed.
+  PhysioNet Challenge, a user's folder, MIMIC-IV-ECG, CODE-15 %) from
+  :class:`~ecgnat_hf.training.arguments.DataArguments`, prepared once in the ``datasets`` cache; splits
+  missing from the source (Challenge has only ``train``, folders may lack one) are drawn from ``train``
+  with a fixed seed.
 * :func:`prepare_classification_data`: every split through ``ECGNATFeatureExtractor`` with
   ``datasets.map(batched=True)`` into ``input_values`` (leads, samples) float32, ``lead_mask`` (leads,),
-  ``labels`` and ``record`` (the record's path or id, for messages) columns in torch format; prepared
-  splits are cached in memory for the process, so the label-efficiency sweep and the demo read and
-  preprocess each record once.
-* :func:`prepare_pretraining_data`: unlabelled windows from several sources for masked pretraining.
+  ``labels`` and ``record`` (the record's path or id, for messages) columns in torch format. The mapped
+  splits are Arrow files in the ``datasets`` cache, memory-mapped and named by a fingerprint of the
+  builder's files and the extractor, so the label-efficiency sweep and the demo read and preprocess each
+  record once, in any number of processes, and a corpus never has to fit in RAM. The records left out
+  are kept beside each file (``<file>.skipped.json``) and reported again on a cache hit.
+* :func:`prepare_pretraining_data`: unlabelled training windows for masked pretraining. Every source,
+  from the bundled sample to MIMIC-IV-ECG, goes through a prepared store (:mod:`ecgnat_hf.data.store`):
+  a ``store`` source is read as it is, any other kind is prepared once into a store in the cache
+  (``<cache>/ecgnat_stores/<kind>-<fingerprint>``, reused by later runs) and read the same way, a random
+  window per record and epoch (:class:`~ecgnat_hf.training.store_data.StoreWindows`).
 * :func:`stratified_subset`: fixed-seed stratified label-fraction subsample (multi-label aware).
 * :class:`ECGDataCollator`: stacks examples, casts labels for the problem type, optionally hides a
   lead subset (zeroed signal and ``lead_mask``); :func:`drop_examples_without_kept_leads` first leaves
@@ -22,6 +31,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,18 +49,11 @@ __all__ = [
     "lead_subset_mask",
     "without_kept_leads",
     "drop_examples_without_kept_leads",
-    "clear_cache",
+    "auto_store",
 ]
-
-_CACHE: dict[str, Any] = {}
 
 #: the large corpora (their own builders, split by subject / patient with a hash, so a test split is fixed)
 CORPUS_KINDS = ("mimic-iv-ecg", "code15")
-
-
-def clear_cache() -> None:
-    """Forget the in-memory prepared datasets (they are rebuilt from the ``datasets`` cache on demand)."""
-    _CACHE.clear()
 
 
 @dataclass
@@ -206,11 +209,13 @@ def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str, l
     seen = {(s.record, s.reason) for s in skipped}
 
     def skip(name, exc):
-        reason = type(exc).__name__
         msg = str(exc)
         for prefix in ("input: ", f"{name}: "):
             if msg.startswith(prefix):
                 msg = msg[len(prefix):]
+        note(name, type(exc).__name__, msg)
+
+    def note(name, reason, msg):
         if (name, reason) not in seen:
             seen.add((name, reason))
             skipped.append(SkippedRecord(name, reason, msg))
@@ -265,9 +270,38 @@ def _featurize(ds, feature_extractor, mode: str, keep_labels: bool, desc: str, l
     extra = [c for c in ("path", "record_id") if c in ds.column_names]
     src = ds.with_format("numpy", columns=["signal", "sampling_rate", "lead_names"] + extra
                          + (["labels"] if keep_labels else []))
+    target = _mapped_cache_file(ds, feature_extractor, mode, keep_labels, lead_names)
+    if target is None:  # a dataset without files (built in memory): datasets keeps the small result in memory
+        return src.map(fn, batched=True, batch_size=64, remove_columns=ds.column_names,
+                       features=datasets.Features(feats), load_from_cache_file=False, desc=desc)
+    side = Path(str(target) + ".skipped.json")
+    if target.is_file() and side.is_file():  # prepared by an earlier run (or process): memory-mapped, not re-read
+        for rec, reason, msg in json.loads(side.read_text()):
+            note(rec, reason, msg)
+        return datasets.Dataset.from_file(str(target))
+    before = len(skipped)
     mapped = src.map(fn, batched=True, batch_size=64, remove_columns=ds.column_names,
-                     features=datasets.Features(feats), keep_in_memory=True, load_from_cache_file=False, desc=desc)
+                     features=datasets.Features(feats), cache_file_name=str(target),
+                     new_fingerprint=target.stem, load_from_cache_file=False, desc=desc)
+    from ..data.store import _atomic_write_text
+
+    _atomic_write_text(side, json.dumps([[r.record, r.reason, r.error] for r in skipped[before:]]))
     return mapped
+
+
+def _mapped_cache_file(ds, feature_extractor, mode: str, keep_labels: bool, lead_names):
+    """Where the mapped split lives: beside the builder's Arrow file, named by everything that decides its
+    content (the builder file's identity, the split's row selection, the extractor, the mode, the lead naming);
+    None for a dataset that has no file."""
+    import os
+
+    files = [f["filename"] for f in (ds.cache_files or [])]
+    if not files:
+        return None
+    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files if os.path.exists(f)]
+    key = _cache_key("featurize-v1", stats, ds._fingerprint, _fe_key(feature_extractor), mode, keep_labels,
+                     lead_names if lead_names is None or isinstance(lead_names, (list, dict)) else str(lead_names))
+    return Path(os.path.dirname(files[0])) / f"ecgnat-features-{key[:20]}.arrow"
 
 
 def _lead_naming(data_args):
@@ -307,24 +341,18 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
     """Labelled, model-ready splits for fine-tuning / evaluation (see module docstring).
 
     ``label_fraction`` (stratified, ``label_fraction_seed``) and ``max_*_samples`` are applied here when
-    ``apply_limits``; the preprocessed full splits are cached in memory for the process.
+    ``apply_limits``. The preprocessed splits are memory-mapped files of the ``datasets`` cache: a second
+    call (another arm of a sweep, another process) reads them instead of preprocessing again.
     """
     kind = data_args.dataset
-    base_key = _cache_key("cls", kind, data_args.data_dir, data_args.task, data_args.sampling_rate,
-                          data_args.train_folds, data_args.validation_folds, data_args.test_folds,
-                          data_args.labels_csv, data_args.label_type, data_args.challenge_sources,
-                          data_args.validation_fraction, data_args.test_fraction, data_args.split_seed,
-                          data_args.max_records, data_args.window_s, data_args.cache_dir, _fe_key(feature_extractor),
-                          getattr(data_args, "lead_names", None), getattr(data_args, "empty_labels", None),
-                          getattr(data_args, "duplicate_rows", None), getattr(data_args, "labels_encoding", None))
-    if base_key not in _CACHE and kind == "store":  # a prepared store: memory-mapped, first window per record
+    if kind == "store":  # a prepared store: memory-mapped, first window per record
         from .store_data import store_classification_data
 
         full, label_names, name = store_classification_data(data_args, feature_extractor)
         _require_examples({"train": full.get("train", [])}, "train", name, [])
-        _CACHE[base_key] = PreparedData(splits=full, label_names=label_names,
-                                        problem_type="multi_label_classification", dataset_name=name, skipped=[])
-    if base_key not in _CACHE:
+        prepared = PreparedData(splits=full, label_names=label_names,
+                                problem_type="multi_label_classification", dataset_name=name, skipped=[])
+    else:
         builder, name = make_builder(kind, data_args.data_dir, data_args, feature_extractor.sampling_rate)
         dd = load_splits(builder, data_args)
         if "labels" not in dd["train"].column_names:
@@ -333,13 +361,12 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
         single = data_args.dataset == "folder" and data_args.label_type == "single_label"
         naming = _lead_naming(data_args)
         skipped = list(getattr(builder, "skipped", []))
+        wanted = [s for s in dd if s in splits or s == "train"]  # train: to tell an empty training set apart
         full = {s: _featurize(dd[s], feature_extractor, "crop", True, f"preprocessing {s}", naming, skipped)
-                for s in dd}
+                for s in wanted}
         _require_examples(full, "train", name, skipped)
-        full = {s: d for s, d in full.items() if len(d)}
-        for s in full:
-            full[s] = full[s].with_format("torch")
-        _CACHE[base_key] = PreparedData(
+        full = {s: d.with_format("torch") for s, d in full.items() if len(d)}
+        prepared = PreparedData(
             splits=full, label_names=label_names,
             problem_type="single_label_classification" if single else "multi_label_classification",
             dataset_name=name, skipped=skipped,
@@ -351,13 +378,13 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
             logger.warning("%s: %d record(s) left out (%s):%s%s", name, len(skipped), counts,
                            "".join(f"\n  {s.record}: {s.reason}: {s.error}" for s in skipped[:20]),
                            f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else "")
-    cached: PreparedData = _CACHE[base_key]
     out = {}
     for s in splits:
-        if s not in cached.splits:
-            logger.warning("split %r not available for %s; available: %s", s, cached.dataset_name, list(cached.splits))
+        if s not in prepared.splits:
+            logger.warning("split %r not available for %s; available: %s", s, prepared.dataset_name,
+                           list(prepared.splits))
             continue
-        ds = cached.splits[s]
+        ds = prepared.splits[s]
         if apply_limits:
             if s == "train" and data_args.label_fraction < 1.0:
                 y = np.asarray(ds.with_format("numpy")["labels"])
@@ -368,71 +395,75 @@ def prepare_classification_data(data_args, feature_extractor, splits: Sequence[s
             if limit is not None and len(ds) > limit:
                 ds = ds.select(range(int(limit)))
         out[s] = ds
-    return replace(cached, splits=out)
+    return replace(prepared, splits=out)
+
+
+def auto_store(kind: str, data_dir: str | None, data_args, feature_extractor, num_proc: int = 1):
+    """The prepared store of source ``kind`` at ``data_dir`` for this extractor, written on first use into
+    ``<cache>/ecgnat_stores/<kind>-<fingerprint>`` (``<cache>``: ``--cache_dir`` or the ``datasets`` cache)
+    and reused afterwards; a store whose source listing changed since is prepared again. Returns its path.
+
+    This is what lets pretraining read every source the same way: ``ecgnat prepare`` writes the same store
+    explicitly (and in parallel, across machines) for corpora too large to prepare inside a training run."""
+    import shutil
+
+    import datasets
+
+    from ..data.store import MANIFEST, StoreError, _extractor_settings, prepare_store
+
+    if kind == "sample":
+        data_dir = None
+    root = Path(data_args.cache_dir or datasets.config.HF_DATASETS_CACHE) / "ecgnat_stores"
+    source = str(Path(data_dir).resolve()) if data_dir else None
+    key = _cache_key("store-v1", kind, source, data_args.task, data_args.sampling_rate, data_args.train_folds,
+                     data_args.validation_folds, data_args.test_folds, data_args.max_records,
+                     data_args.challenge_sources, data_args.validation_fraction, data_args.test_fraction,
+                     data_args.split_seed, getattr(data_args, "lead_names", None),
+                     _extractor_settings(feature_extractor))
+    out = root / f"{kind}-{key[:16]}"
+    da = replace(data_args, dataset=kind, data_dir=data_dir, extra_sources=[], source_weights=None)
+    for attempt in (0, 1):
+        try:
+            prepare_store(da, feature_extractor, out, num_proc=num_proc,
+                          command=f"automatic store of {kind}:{data_dir or '(bundled sample)'} for pretraining")
+            break
+        except StoreError as exc:
+            if attempt or "prepared with other settings or from other data" not in str(exc):
+                raise
+            logger.warning("%s: the source changed since this cached store was prepared; preparing it again", out)
+            shutil.rmtree(out)
+    n_skipped = json.loads((out / MANIFEST).read_text()).get("n_skipped", 0)
+    if n_skipped:
+        logger.warning("%s: %d record(s) left out of pretraining; %s lists each with its reason", source or kind,
+                       n_skipped, out / "skipped.csv")
+    return str(out)
 
 
 def prepare_pretraining_data(data_args, feature_extractor, eval_fraction: float = 0.05):
     """Unlabelled windows for masked pretraining from ``--dataset`` plus ``--extra_sources``.
 
-    The main source gives ``train`` (and its ``validation`` split, if any, for the evaluation loss;
-    its test split is never used, so a later fine-tune's test fold stays unseen); each extra source adds
-    all its records. Returns ``(DatasetDict(train, validation), source_names)`` with torch-format
-    ``input_values`` and ``lead_mask``.
+    Every source is read from a prepared store (see :func:`auto_store`): ``store:FOLDER`` as it is, any other
+    kind after it is prepared once into the cache. The main source gives its ``train`` split, and its
+    ``validation`` split (if any) for the evaluation loss; each extra source adds its train and validation
+    records. No source's ``test`` split is read, so a later fine-tune's test fold stays unseen. Training draws
+    a random window of each record every epoch (``--pretrain_windows false``: always the first window).
+    Returns ``(dict(train=..., validation=...), source_names)``; examples hold ``input_values`` and ``lead_mask``.
     """
-    import datasets
+    from .store_data import store_pretraining_data
 
-    if data_args.dataset == "store" or any(s.lower().startswith("store:") for s in data_args.extra_sources):
-        from .store_data import store_pretraining_data  # read from memory-mapped shards, never loaded
-
-        return store_pretraining_data(data_args, feature_extractor, eval_fraction)
-    if data_args.source_weights:
-        raise ValueError("--source_weights applies to pretraining from stores (--dataset store, store:FOLDER extra "
-                         "sources); prepare the sources with `ecgnat prepare` first")
-    mode = "window" if data_args.pretrain_windows else "crop"
     sources = [(data_args.dataset, data_args.data_dir)]
     for item in data_args.extra_sources:
         kind, _, path = item.partition(":")
         sources.append((kind.lower(), path or None))
-    key = _cache_key("pre", sources, data_args.task, data_args.sampling_rate, data_args.train_folds,
-                     data_args.validation_folds, data_args.test_folds, data_args.max_records, mode,
-                     data_args.cache_dir, data_args.split_seed, _fe_key(feature_extractor),
-                     getattr(data_args, "lead_names", None))
-    if key not in _CACHE:
-        train_parts, val_parts, names = [], [], []
-        naming, skipped = _lead_naming(data_args), []
-        for i, (kind, path) in enumerate(sources):
-            builder, name = make_builder(kind, path, data_args, feature_extractor.sampling_rate, labelled=False)
-            builder.download_and_prepare()
-            dd = builder.as_dataset()
-            names.append(name)
-            if i == 0:
-                train_parts.append(_featurize(dd["train"], feature_extractor, mode, False, f"windows {name} train",
-                                              naming, skipped))
-                if "validation" in dd:
-                    val_parts.append(_featurize(dd["validation"], feature_extractor, "crop", False,
-                                                f"windows {name} validation", naming, skipped))
-            else:
-                for s in dd:
-                    if kind in ("sample", "ptbxl", *CORPUS_KINDS) and s == "test":
-                        continue
-                    train_parts.append(_featurize(dd[s], feature_extractor, mode, False, f"windows {name} {s}",
-                                                  naming, skipped))
-        train = datasets.concatenate_datasets(train_parts) if len(train_parts) > 1 else train_parts[0]
-        _require_examples({"train": train}, "train", " + ".join(names), skipped)
-        val_parts = [v for v in val_parts if len(v)]
-        if val_parts:
-            val = datasets.concatenate_datasets(val_parts) if len(val_parts) > 1 else val_parts[0]
-        else:
-            parts = train.train_test_split(test_size=eval_fraction, seed=data_args.split_seed)
-            train, val = parts["train"], parts["test"]
-        _CACHE[key] = (datasets.DatasetDict(train=train.with_format("torch"), validation=val.with_format("torch")), names)
-    dd, names = _CACHE[key]
-    dd = datasets.DatasetDict(dict(dd))
-    if data_args.max_train_samples is not None and len(dd["train"]) > data_args.max_train_samples:
-        dd["train"] = dd["train"].select(range(int(data_args.max_train_samples)))
-    if data_args.max_eval_samples is not None and len(dd["validation"]) > data_args.max_eval_samples:
-        dd["validation"] = dd["validation"].select(range(int(data_args.max_eval_samples)))
-    return dd, names
+    num_proc = int(getattr(data_args, "preprocessing_num_workers", None) or 1)
+    paths = []
+    for kind, path in sources:
+        if kind != "store" and kind != "sample" and not path:
+            raise ValueError(f"--extra_sources {kind}: give the folder as {kind}:PATH")
+        paths.append(path if kind == "store" else auto_store(kind, path, data_args, feature_extractor, num_proc))
+    as_stores = replace(data_args, dataset="store", data_dir=paths[0],
+                        extra_sources=[f"store:{p}" for p in paths[1:]])
+    return store_pretraining_data(as_stores, feature_extractor, eval_fraction)
 
 
 # --------------------------------------------------------------------------------- label fractions

@@ -190,7 +190,8 @@ def store_pretraining_data(data_args, feature_extractor, eval_fraction: float = 
         raise ValueError(f"{', '.join(map(str, paths))}: no training record in the store(s)")
     weights = data_args.source_weights or None
     names = [st.manifest.get("source") or st.manifest.get("kind") for st in stores]
-    train = StoreWindows(stores, train_idx, feature_extractor, random_crop=True, weights=weights,
+    train = StoreWindows(stores, train_idx, feature_extractor, random_crop=bool(getattr(data_args, "pretrain_windows", True)),
+                         weights=weights,
                                            seed=getattr(data_args, "split_seed", 0))
     val = StoreWindows(stores, val_idx, feature_extractor, random_crop=False)
     return {"train": train, "validation": val}, names
