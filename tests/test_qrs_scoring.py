@@ -88,10 +88,25 @@ def test_cpsc2019_record_score_rules():
     inner = ref[1:-1]
     assert cpsc2019_counts(inner, ref, fs, n) == (BeatCounts(9, 0, 0), 1.0)
     assert cpsc2019_counts(inner + 37, ref, fs, n)[1] == 1.0  # 74 ms off: inside the 75 ms tolerance
-    assert cpsc2019_counts(np.r_[inner, 850], ref, fs, n) == (BeatCounts(9, 0, 1), 0.7)  # one FP between beats
+    assert cpsc2019_counts(np.r_[inner, 1350], ref, fs, n) == (BeatCounts(9, 0, 1), 0.7)  # one FP between beats
     assert cpsc2019_counts(np.r_[inner, 605], ref, fs, n) == (BeatCounts(9, 0, 1), 0.7)  # two on one beat
     assert cpsc2019_counts(inner[1:], ref, fs, n) == (BeatCounts(8, 1, 0), 0.3)  # one FN
-    assert cpsc2019_counts(np.r_[inner[1:], 850], ref, fs, n)[1] == 0.0  # one of each
+    assert cpsc2019_counts(np.r_[inner[1:], 1350], ref, fs, n)[1] == 0.0  # one of each
     # detections inside the 0.5 s margins (and the edge beats) are not scored
     assert cpsc2019_counts(np.r_[10, 100, inner, 4950, 4990], ref, fs, n) == (BeatCounts(9, 0, 0), 1.0)
     assert cpsc2019_counts([], ref, fs, n) == (BeatCounts(0, 9, 0), 0.0)
+
+
+def test_cpsc2019_follows_the_official_script_and_strict_counts_what_it_skips():
+    """The official scoring script checks the gap before the first scored beat but never the gap between the
+    first and the second one, and scores a record without reference beats 1; ``strict=True`` counts both."""
+    fs, n = 500.0, 5000
+    ref = np.array([600, 1100, 1600, 2100])
+    assert cpsc2019_counts(np.r_[ref, 850], ref, fs, n) == (BeatCounts(4, 0, 0), 1.0)  # skipped gap
+    assert cpsc2019_counts(np.r_[ref, 850], ref, fs, n, strict=True) == (BeatCounts(4, 0, 1), 0.7)
+    assert cpsc2019_counts(np.r_[ref, 400], ref, fs, n) == (BeatCounts(4, 0, 1), 0.7)  # before the first: counted
+    assert cpsc2019_counts(np.r_[ref, 1350], ref, fs, n) == (BeatCounts(4, 0, 1), 0.7)  # later gaps: counted
+    assert cpsc2019_counts(np.r_[ref, 3000], ref, fs, n) == (BeatCounts(4, 0, 1), 0.7)  # after the last: counted
+    assert cpsc2019_counts(np.r_[ref, 4740], ref, fs, n)[0].fp == 0  # within 75 ms of the 0.5 s end margin
+    assert cpsc2019_counts([1000, 2000], [100], fs, n) == (BeatCounts(0, 0, 0), 1.0)  # no scored beat
+    assert cpsc2019_counts([1000, 2000], [100], fs, n, strict=True) == (BeatCounts(0, 0, 2), 0.0)

@@ -12,11 +12,15 @@
   learning period. Edges of the scored interval: a reference beat inside counts (TP or FN); a detection
   inside is a FP only if it matched no reference at all, so a detection inside that matches a beat just
   outside (or the reverse) counts for nothing.
-* :func:`cpsc2019_counts`: the China Physiological Signal Challenge 2019 rules: 75 ms tolerance, reference
-  beats in the first and last 0.5 s ignored; every detection within the tolerance of a reference beat beyond
-  the first is a FP, and so is any detection between two reference windows (from the window ends, inside the
-  0.5 s margins); the record scores 1 without error, 0.7 with one FP only, 0.3 with one FN only, else 0, and
-  the challenge score is the mean over records.
+* :func:`cpsc2019_counts`: the China Physiological Signal Challenge 2019 rules, as its official scoring
+  script applies them: 75 ms tolerance, reference beats in the first and last 0.5 s ignored; every detection
+  within the tolerance of a reference beat beyond the first is a FP, and so is a detection in a gap between
+  reference windows (from the window ends, inside the 0.5 s margins); the record scores 1 without error, 0.7
+  with one FP only, 0.3 with one FN only, else 0, and the challenge score is the mean over records. The
+  official script checks the gap *before* the first reference beat but never the gap between the first and
+  the second one (its loop tests ``j == 0`` before the "between beats" case), and a record without reference
+  beats scores 1. The challenge's published scores were computed that way, so that is the default here;
+  ``strict=True`` also counts the skipped gap (and detections in a record without reference beats).
 
 Sensitivity ``Se = TP / (TP + FN)``, positive predictivity ``+P = TP / (TP + FP)``, ``F1 = 2 TP / (2 TP + FN
 + FP)``. "Gross" statistics sum the counts of all records (EC57); the per-record figures are reported too.
@@ -161,12 +165,14 @@ def ec57_counts(detected, reference, sampling_rate: float, n_samples: int | None
 
 
 def cpsc2019_counts(detected, reference, sampling_rate: float, n_samples: int,
-                    tolerance_s: float = 0.075, edge_s: float = 0.5) -> tuple[BeatCounts, float]:
+                    tolerance_s: float = 0.075, edge_s: float = 0.5, strict: bool = False) -> tuple[BeatCounts, float]:
     """CPSC 2019 counts and record score (1, 0.7 for one FP only, 0.3 for one FN only, else 0).
 
     Reference beats within ``edge_s`` of either end are ignored; detections within those margins are not
     counted either (an FP gap starts ``tolerance`` after a window and ends ``tolerance`` before the next, the
     first gap starting at ``edge_s + tolerance`` and the last ending at ``n_samples - edge_s - tolerance``).
+    By default the gap between the first two reference beats is not checked and a record without reference
+    beats scores 1, as in the challenge's official scoring script; ``strict=True`` counts both (module doc).
     """
     fs = float(sampling_rate)
     det = _sorted_int("detected", detected)
@@ -182,12 +188,13 @@ def cpsc2019_counts(detected, reference, sampling_rate: float, n_samples: int,
             fp += near - 1  # a second detection on the same beat is a FP
         else:
             fn += 1
-        gap_lo = lo_edge + tol if j == 0 else None
-        if gap_lo is not None:  # before the first reference beat
-            fp += int(((det >= gap_lo) & (det <= r - tol)).sum())
+        if j == 0:  # before the first reference beat
+            fp += int(((det >= lo_edge + tol) & (det <= r - tol)).sum())
+            if not strict:
+                continue  # the official script's loop never reaches the gap after the first beat
         gap_hi = hi_edge - tol if j == ref.size - 1 else ref[j + 1] - tol
         fp += int(((det >= r + tol) & (det <= gap_hi)).sum())
-    if ref.size == 0:  # no reference beat in the scored part: every detection there is a FP
+    if ref.size == 0 and strict:  # no reference beat in the scored part: every detection there is a FP
         fp = int(((det >= lo_edge + tol) & (det <= hi_edge - tol)).sum())
     if fn + fp == 0:
         score = 1.0
