@@ -33,16 +33,17 @@ def _mitdb(shared_data, rid):
 def test_package_detector_meets_pan_tompkins_on_mitdb_100_series(shared_data):
     """All 23 records of the 100 series, both leads, EC57 (150 ms, beats only, from 5:00), gross statistics.
 
-    Measured (``python benchmarks/qrs.py``): Se 99.92 %, +P 99.55 % (30 FN, 181 FP over 39,808 beats); the
-    first release's settings gave +P 98.90 % (444 FP). Pan & Tompkins (1985) report Se 99.76 %, +P 99.56 % over
-    the 48 records. The bounds sit just below the measured figures so that a regression is caught.
+    Measured (``python benchmarks/qrs.py``): Se 99.88 %, +P 99.73 % (48 FN, 107 FP over 39,808 beats); without
+    the extra-beat rule 99.92 % / 99.55 % (30 FN, 181 FP), with the first release's settings +P 98.90 % (444 FP).
+    Pan & Tompkins (1985) report Se 99.76 %, +P 99.56 % over the 48 records; the issue's anchors are Se >= 99.7 %
+    and +P >= 99.6 %. The bounds sit just below the measured figures so that a regression is caught.
     """
     total = BeatCounts()
     for rid in MITDB_100_SERIES:
         x, fs, ref = _mitdb(shared_data, rid)
         total += ec57_counts(detect_qrs(x, fs), ref, fs, x.shape[-1])
     assert total.tp + total.fn == 39_808
-    assert total.se >= 0.9990 and total.ppv >= 0.9950, total
+    assert total.se >= 0.9985 and total.ppv >= 0.9970, total
 
 
 @pytest.mark.shared_data
@@ -62,9 +63,11 @@ def test_detector_setting_is_checked_and_old_checkpoints_keep_their_behaviour():
     with pytest.raises(ValueError, match="QRS detector must be"):
         qrs_settings(detector="pan-tompkins")
     # a complete dict saved before lead_weighting/detector existed keeps equal lead weights and the package
-    old = {k: v for k, v in QRS_DEFAULTS.items() if k not in ("lead_weighting", "detector")}
+    new_keys = ("lead_weighting", "detector", "extra_height", "extra_span")
+    old = {k: v for k, v in QRS_DEFAULTS.items() if k not in new_keys}
     assert qrs_settings(**old)["lead_weighting"] == "equal" and qrs_settings(**old)["detector"] == "package"
     assert qrs_settings(threshold=0.3)["lead_weighting"] == "contrast"  # a partial override gets the defaults
+    assert qrs_settings(**old)["extra_height"] == 0.0  # ... and no extra-beat rule (tests/test_qrs_extra_beats.py)
 
 
 def test_hub_facing_modules_never_require_the_optional_libraries():
