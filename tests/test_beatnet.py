@@ -27,8 +27,9 @@ def test_qrs_cpsc2019_all_records(shared_data):
     """All 50 CPSC 2019 sample records (500 Hz, single lead, many very noisy), scored as in the challenge
     (75 ms tolerance, the first and last 0.5 s ignored; 707 reference beats).
 
-    Measured with this detector (``python benchmarks/qrs.py``, docs/qrs.md): Se 0.960, PPV 0.940, F1 0.950,
-    challenge score 0.700 (the first release: 0.674); wfdb's xqrs F1 0.804 and gqrs 0.831 on the same records.
+    Measured with this detector (``python benchmarks/qrs.py``, docs/qrs.md): Se 0.959, PPV 0.948, F1 0.954,
+    challenge score 0.712 as the official script scores it (the first release: 0.680); wfdb's xqrs F1 0.804 and
+    gqrs 0.831 on the same records.
     The bounds sit a little below so regressions are caught.
     """
     import scipy.io as sio
@@ -53,7 +54,7 @@ def test_qrs_cpsc2019_all_records(shared_data):
     se, ppv = tp / (tp + fn), tp / (tp + fp)
     f1 = 2 * tp / (2 * tp + fn + fp)
     assert se >= 0.95 and ppv >= 0.93 and f1 >= 0.945, (se, ppv, f1)
-    assert np.mean(scores) >= 0.68, np.mean(scores)
+    assert np.mean(scores) >= 0.70, np.mean(scores)
 
 
 def test_qrs_mitdb_100_whole_record(shared_data):
