@@ -41,24 +41,29 @@ def _shard_bytes(store: Path) -> list[int]:
 
 
 class _DiskWatch:
-    """Samples the cache folder's total file size every few ms in a thread (independently of the cache's own
-    bookkeeping) and keeps the largest value seen."""
+    """Samples the cache folder's total file size every few ms in a thread (walking the folder itself, not the
+    cache's own bookkeeping) and keeps the largest value seen. It samples under the cache lock, as a reader
+    would: a directory listing taken while a download is renamed into place may list that file twice."""
 
     def __init__(self, folder: Path):
         self.folder, self.peak, self._stop = folder, 0, threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
+        from ecgnat_hf.data.remote_store import ShardCache
+
+        lock = ShardCache(self.folder, 1).lock
         while not self._stop.is_set():
             total = 0
-            for root, _, files in os.walk(self.folder):
-                for f in files:
-                    try:
-                        total += os.stat(os.path.join(root, f)).st_size
-                    except FileNotFoundError:
-                        pass
+            with lock():
+                for root, _, files in os.walk(self.folder):
+                    for f in files:
+                        try:
+                            total += os.stat(os.path.join(root, f)).st_size
+                        except FileNotFoundError:
+                            pass
             self.peak = max(self.peak, total)
-            time.sleep(0.002)
+            time.sleep(0.003)
 
     def __enter__(self):
         self._t.start()
@@ -189,6 +194,13 @@ def test_cache_too_small_and_non_streaming_urls_are_refused(store, tmp_path):
 
     with pytest.raises(ValueError, match="largest shard"):
         open_remote_stores([str(store)], tmp_path / "c", max(_shard_bytes(store)) / 2e9)
+    from ecgnat_hf.training.store_stream import StreamingStoreWindows, check_cache_room
+
+    (st,) = open_remote_stores([str(store)], tmp_path / "c2", 3.5 * max(_shard_bytes(store)) / 1e9)
+    ds = StreamingStoreWindows([st], [st.indices()], _fe())
+    check_cache_room(ds, 2)
+    with pytest.raises(ValueError, match="4 reader.*needs at least"):  # 2 ranks x 2 workers: would stall
+        check_cache_room(ds, 4)
     with pytest.raises(ValueError, match="--streaming"):
         open_store("hf://datasets/org/ecg-store")
     with pytest.raises(ValueError, match="source_weights"):

@@ -218,6 +218,25 @@ class StreamingStoreWindows(torch.utils.data.IterableDataset):
             logger.debug("prefetch of shard %d failed: %s", s, exc)
 
 
+def check_cache_room(ds: StreamingStoreWindows, readers: int) -> None:
+    """Every reader on this machine holds one leased shard while its batches wait to be consumed, so a cache
+    smaller than ``readers`` shards could stall training (ranks waiting on each other in DDP while their readers
+    wait for room): refuse it at start, with the size it needs."""
+    from ..data.remote_store import ShardCache
+
+    caches = {id(st.cache): st.cache for st in ds.stores if isinstance(getattr(st, "cache", None), ShardCache)}
+    if not caches:
+        return
+    biggest = max(int(s["bytes"]) for st in ds.stores for s in st.shard_info)
+    meta = sum(f.stat().st_size for st in ds.stores for f in st.path.iterdir() if f.is_file())
+    need = readers * biggest + meta
+    for cache in caches.values():
+        if cache.cap < need:
+            raise ValueError(f"--stream_cache_gb {cache.cap / 1e9:g}: {readers} reader(s) on this machine (ranks x "
+                             f"DataLoader workers) each hold a shard of up to {biggest / 1e9:.3f} GB; the cache needs at "
+                             f"least {need / 1e9:.3f} GB (more lets the next shard be prefetched)")
+
+
 class _EpochLoader(torch.utils.data.DataLoader):
     """A DataLoader whose ``set_epoch`` reaches the streaming dataset (the Trainer calls it every epoch)."""
 
@@ -239,6 +258,7 @@ class StreamingTrainer(Trainer):
     def _stream_loader(self, ds: StreamingStoreWindows, batch_size: int, drop_last: bool = False):
         a = self.args
         ds.distribute(a.process_index, a.world_size, batch_size, drop_last)
+        check_cache_room(ds, int(os.environ.get("LOCAL_WORLD_SIZE", 1)) * max(1, a.dataloader_num_workers))
         if a.dataloader_persistent_workers:
             logger.warning("--dataloader_persistent_workers is ignored with --streaming (workers restart every epoch "
                            "to read the new epoch's order)")
