@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import threading
 import time
 import uuid

@@ -274,7 +274,7 @@ class StreamingTrainer(Trainer):
         return super().get_train_dataloader()
 
     def get_eval_dataloader(self, eval_dataset=None):
-        ds = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else (eval_dataset or self.eval_dataset)
+        ds = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else (eval_dataset if eval_dataset is not None else self.eval_dataset)
         if isinstance(ds, StreamingStoreWindows):
             return self._stream_loader(ds, self.args.eval_batch_size)
         return super().get_eval_dataloader(eval_dataset)
