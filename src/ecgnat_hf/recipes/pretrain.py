@@ -92,7 +92,12 @@ def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
         training_args.metric_for_best_model = "loss"
         training_args.greater_is_better = False
 
-    trainer = Trainer(
+    trainer_cls = Trainer
+    if getattr(data_args, "streaming", False):
+        from ..training.store_stream import StreamingTrainer  # the dataset splits itself across ranks and workers
+
+        trainer_cls = StreamingTrainer
+    trainer = trainer_cls(
         model=model,
         args=training_args,
         train_dataset=dd["train"],
@@ -111,8 +116,8 @@ def main(args: Sequence[str] | None = None, command: str | None = None) -> dict:
         "eval_results": eval_results,
         "train_metrics": C.tidy_metrics(train_out.metrics, "train") | {"train_loss": train_out.metrics.get("train_loss")},
         "global_step": int(trainer.state.global_step),
-        "n_train": int(len(dd["train"])),
-        "n_eval": int(len(dd["validation"])),
+        "n_train": int(getattr(dd["train"], "num_records", None) or len(dd["train"])),  # streaming: all ranks
+        "n_eval": int(getattr(dd["validation"], "num_records", None) or len(dd["validation"])),
         "sources": sources,
         "parameters": C.count_parameters(model),
     }

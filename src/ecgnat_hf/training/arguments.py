@@ -243,6 +243,17 @@ class DataArguments:
                           "--extra_sources item (e.g. '1,2'). Default: every record once per epoch."},
     )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for prepared builders."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Pretraining from stores: read them from another filesystem shard by shard through a bounded local "
+                          "cache (--data_dir and store: sources may be fsspec URLs: hf://datasets/ORG/NAME/PATH, s3://..., "
+                          "or local folders). See docs/scale.md."})
+    stream_cache_dir: str | None = field(
+        default=None, metadata={"help": "--streaming: local cache folder for fetched shards (default "
+                                        "$ECGNAT_STREAM_CACHE or ~/.cache/ecgnat_hf/stream)."})
+    stream_cache_gb: float = field(
+        default=20.0, metadata={"help": "--streaming: most GB the cache folder may hold (it must hold one shard per "
+                                        "reader on the machine: ranks x DataLoader workers, two with prefetch)."})
 
     def __post_init__(self):
         self.dataset = self.dataset.lower()
@@ -272,6 +283,14 @@ class DataArguments:
                                  f"{1 + len(self.extra_sources)} source(s) (--dataset, then each --extra_sources item)")
             if any(not w >= 0 for w in self.source_weights) or not sum(self.source_weights) > 0:
                 raise ValueError(f"--source_weights must be >= 0 with a positive sum, got {self.source_weights}")
+        if self.streaming:
+            if self.dataset != "store" or any(not s.lower().startswith("store:") for s in self.extra_sources):
+                raise ValueError("--streaming reads prepared stores: use --dataset store (and store:URL extra sources)")
+            if self.source_weights:
+                raise ValueError("--source_weights is not supported with --streaming (every record is read once per "
+                                 "epoch); drop it, or copy the stores locally and train without --streaming")
+            if not self.stream_cache_gb > 0:
+                raise ValueError(f"--stream_cache_gb must be positive, got {self.stream_cache_gb}")
         parse_lead_subset(self.leads)  # validate early
         from ..data.labels import DUPLICATE_ROW_POLICIES, EMPTY_LABEL_POLICIES
         from ..data.leads import parse_lead_names

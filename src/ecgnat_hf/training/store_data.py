@@ -36,6 +36,8 @@ def open_store(path):
     """The store at ``path``; a missing or unfinished one is a ``ValueError`` (the recipes print it, exit code 2)."""
     from ..data.store import ECGStore, StoreError
 
+    if "://" in str(path):
+        raise ValueError(f"{path}: a store on another filesystem is read with --streaming")
     try:
         return ECGStore(path)
     except StoreError as exc:
@@ -130,21 +132,26 @@ class StoreWindows(torch.utils.data.Dataset):
         k, i = self.locate(int(j))
         st = self.stores[k]
         n = int(st.n_samples[i])
-        W = self.window
         start = 0
-        if self.random_crop and n > W:
-            start = int(np.random.default_rng([self.seed, self.epoch, int(j)]).integers(0, n - W + 1))
-        x = st.window(i, start, W)
-        mask = st.lead_mask[i]
-        buf = np.zeros((x.shape[0], W), dtype=np.float64)
-        buf[:, : x.shape[1]] = x
-        buf = self.fe._scale(buf, x.shape[1], mask)
-        buf[mask == 0] = 0.0
-        out = {"input_values": buf.astype(np.float32), "lead_mask": mask.astype(np.int64)}
-        if self.with_labels:
-            out["labels"] = st.labels[i] if st.labels is not None else np.zeros(0, dtype=np.float32)
-            out["record"] = st.record_name(i)
-        return out
+        if self.random_crop and n > self.window:
+            start = int(np.random.default_rng([self.seed, self.epoch, int(j)]).integers(0, n - self.window + 1))
+        return window_example(st, i, start, self.fe, self.window, self.with_labels)
+
+
+def window_example(st, i: int, start: int, fe, W: int, with_labels: bool = False) -> dict:
+    """The training example of record ``i`` of store ``st``: ``W`` samples from ``start`` (zero-padded), scaled
+    as the extractor scales a window, missing leads zeroed; ``labels`` and ``record`` with ``with_labels``."""
+    x = st.window(i, start, W)
+    mask = st.lead_mask[i]
+    buf = np.zeros((x.shape[0], W), dtype=np.float64)
+    buf[:, : x.shape[1]] = x
+    buf = fe._scale(buf, x.shape[1], mask)
+    buf[mask == 0] = 0.0
+    out = {"input_values": buf.astype(np.float32), "lead_mask": mask.astype(np.int64)}
+    if with_labels:
+        out["labels"] = st.labels[i] if st.labels is not None else np.zeros(0, dtype=np.float32)
+        out["record"] = st.record_name(i)
+    return out
 
 
 def _hold_out(store, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +178,13 @@ def store_pretraining_data(data_args, feature_extractor, eval_fraction: float = 
         bad = [f"{k}:{p}" for k, p in zip(kinds, paths) if k != "store"]
         raise ValueError(f"pretraining from a store mixes only stores: prepare {', '.join(bad)} with `ecgnat prepare` "
                          "and pass it as store:FOLDER")
-    stores = [open_store(p) for p in paths]
+    streaming = bool(getattr(data_args, "streaming", False))
+    if streaming:
+        from .store_stream import open_remote_stores
+
+        stores = open_remote_stores(paths, data_args.stream_cache_dir, data_args.stream_cache_gb)
+    else:
+        stores = [open_store(p) for p in paths]
     for st in stores:
         check_store_matches(st, feature_extractor)
     train_idx, val_idx = [], []
@@ -190,9 +203,16 @@ def store_pretraining_data(data_args, feature_extractor, eval_fraction: float = 
         raise ValueError(f"{', '.join(map(str, paths))}: no training record in the store(s)")
     weights = data_args.source_weights or None
     names = [st.manifest.get("source") or st.manifest.get("kind") for st in stores]
-    train = StoreWindows(stores, train_idx, feature_extractor, random_crop=bool(getattr(data_args, "pretrain_windows", True)),
-                         weights=weights,
-                                           seed=getattr(data_args, "split_seed", 0))
+    crop = bool(getattr(data_args, "pretrain_windows", True))
+    if streaming:
+        from .store_stream import StreamingStoreWindows
+
+        seed = getattr(data_args, "split_seed", 0)
+        return {"train": StreamingStoreWindows(stores, train_idx, feature_extractor, random_crop=crop, seed=seed),
+                "validation": StreamingStoreWindows(stores, val_idx, feature_extractor, random_crop=False,
+                                                    shuffle=False)}, names
+    train = StoreWindows(stores, train_idx, feature_extractor, random_crop=crop, weights=weights,
+                         seed=getattr(data_args, "split_seed", 0))
     val = StoreWindows(stores, val_idx, feature_extractor, random_crop=False)
     return {"train": train, "validation": val}, names
 
