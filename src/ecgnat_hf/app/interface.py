@@ -138,8 +138,11 @@ class _Runner:
                 record, name = self.examples[example], example
             else:
                 raise UploadError("no record yet: drop a file or pick an example")
+            t0 = time.monotonic()
+            logger.info("request %s: analysing %s", key[:8], name)  # the queue's order, in the server's log
             result = analyse_record(self.model, self.fe, record, out, lead_names=leads, start_s=start_s or 0.0,
                                     progress=progress, num_workers=self.num_workers)
+            logger.info("request %s: done in %.2f s", key[:8], time.monotonic() - t0)
             return {"ok": True, "message": result.summary_markdown(), "table": result.table,
                     "figures": result.figures, "downloads": [str(p) for p in result.downloads]}
         except (UploadError, ECGDataError, ECGInputError) as exc:
