@@ -128,6 +128,9 @@ def main(argv=None) -> int:
     parser.add_argument("--skip_holter", action="store_true", help="only the 10 s record")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the 10 s record (the median is reported)")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the app and predict (default: 10)")
+    parser.add_argument("--skip_baseline", action="store_true",
+                        help="no ecgnat predict baseline (it scores with torch's OpenMP threads, which take many "
+                             "times longer than the app on a busy machine: benchmarks/app_long_record.py)")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).is_file():
         print(f"{CHROMIUM} is missing: apt-get install -y chromium", file=sys.stderr)
@@ -172,8 +175,12 @@ def main(argv=None) -> int:
         proc.terminate()
         proc.wait(timeout=60)
 
-    print("baseline: ecgnat predict on the same records, same window plan ...", flush=True)
+    if not args.skip_baseline:
+        print("baseline: ecgnat predict on the same records, same window plan ...", flush=True)
     for name, (rec, rid) in records.items():
+        if args.skip_baseline:
+            results[name].update(predict_wall_s=float("nan"), predict_loop_s=None, predict_peak_rss_mib=float("nan"))
+            continue
         out = work / f"predict_{name}"
         out.mkdir(exist_ok=True)
         stride = 10 if "holter" in name else None
@@ -191,7 +198,8 @@ def main(argv=None) -> int:
         print(f"{name:<20} {r['upload_to_results_s']:>15.2f}s {r['upload_s']:>8.2f}s {r['server_analysis_s']:>7.2f}s "
               f"{r['predict_wall_s']:>11.1f}s {loop if loop is not None else float('nan'):>12.2f}s {ratio:>17}")
     print(f"app peak memory (VmHWM of the server after all records): {peak:.0f} MiB "
-          f"(ecgnat predict alone: {max(r['predict_peak_rss_mib'] for r in results.values()):.0f} MiB)")
+          + ("" if args.skip_baseline else
+             f"(ecgnat predict alone: {max(r['predict_peak_rss_mib'] for r in results.values()):.0f} MiB)"))
     targets = {"12lead_10s_100Hz": 2.0, "12lead_10s_500Hz": 2.0, "holter_24h_2lead": 60.0}
     for name, r in results.items():
         t = targets.get(name)

@@ -628,3 +628,69 @@ def test_space_from_an_offline_hub_cache_repo_id(checkpoint, tmp_path):
     for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
         assert (out / "model" / name).is_file() and not (out / "model" / name).is_symlink()
         assert (out / "model" / name).read_bytes() == (checkpoint / name).read_bytes()
+
+
+# ----------------------------------------------------------------------------------------- several users at once
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+@pytest.mark.slow
+def test_three_users_at_once_go_through_the_queue_in_order(checkpoint, browser, tmp_path):
+    """Three browser tabs drop a 10 s 12-lead record each and click Analyse within a second. The app, started
+    with its default scoring threads (no OMP_NUM_THREADS) and ``--concurrency 1``, says so on the page, gives
+    every tab its own result, analyses the requests one at a time in the order of the clicks (the server's
+    log), and its peak memory stays under the 1.5 GiB target. Each user's time is printed."""
+    env = {k: v for k, v in _env().items() if k not in ("OMP_NUM_THREADS",)}
+    s = Server([sys.executable, "-m", "ecgnat_hf.cli", "--log_level", "info", "app", "-m", str(checkpoint),
+                "--concurrency", "1", "--max_queue", "4", "--max_file_mb", str(MAX_FILE_MB)], tmp_path, env=env)
+    records = ["00010_lr", "00008_lr", "00017_lr"]
+    contexts = []
+    try:
+        assert "scoring on 2 thread(s)" in s.output() or "scoring on 1 thread(s)" in s.output(), s.output()[-2000:]
+        pages = []
+        for rid in records:
+            ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+            contexts.append(ctx)
+            pg = ctx.new_page()
+            pg.goto(s.url, wait_until="domcontentloaded")
+            pg.wait_for_selector("#analyse", timeout=60_000)
+            assert "1 analysis at a time, others wait in the queue" in pg.inner_text("#header")
+            pg.set_input_files("#upload input[type=file]", [str(SAMPLE / f"{rid}.{e}") for e in ("hea", "dat")])
+            pg.wait_for_function("document.querySelector('#upload').innerText.includes('.dat')", timeout=30_000)
+            pages.append(pg)
+        clicked = []
+        for pg in pages:  # three users within a second, in this order
+            pg.click("#analyse", no_wait_after=True)
+            clicked.append(time.monotonic())
+            pg.wait_for_timeout(300)
+        seconds = []
+        for rid, pg, t0 in zip(records, pages, clicked):
+            pg.wait_for_function("(t) => document.querySelector('#status').innerText.includes(t)",
+                                 arg=f"Record {rid}:", timeout=180_000)
+            seconds.append(time.monotonic() - t0)
+            status = pg.inner_text("#status")
+            assert "Could not analyse" not in status and "Analysed in" in status, status
+            pg.wait_for_selector("#printout img", timeout=30_000)  # the printout follows the status
+        print("\nclick -> results per user (s): " + ", ".join(f"{r} {t:.1f}" for r, t in zip(records, seconds)))
+        log = s.output()
+        events = re.findall(r"request (\w+): (analysing \S+|done)", log)
+        assert len(events) == 2 * len(records), log[-3000:]
+        # one at a time: each request finishes before the next one starts; in the order of the clicks
+        assert [e[1] == "done" for e in events] == [False, True] * len(records), events
+        assert [e[0] for e in events[::2]] == [e[0] for e in events[1::2]], events
+        assert [e[1].split()[1].split(".")[0] for e in events[::2]] == records, events
+        # the last user waited for the two before: its time includes theirs
+        assert seconds[2] > min(seconds[:2]), seconds
+        peak = _peak_rss_mib(s.proc.pid)
+        print(f"app peak memory after three users: {peak:.0f} MiB")
+        assert peak < 1536, f"peak memory {peak:.0f} MiB over the 1.5 GiB target"
+        assert s.answers()
+    finally:
+        for ctx in contexts:
+            ctx.close()
+        code = s.stop()
+    assert code == 0 and "Traceback" not in s.output(), s.output()[-3000:]

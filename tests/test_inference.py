@@ -25,6 +25,7 @@ from ecgnat_hf.inference import (
     predict_records,
     scores_to_probabilities,
     select_leads,
+    window_outputs,
 )
 from ecgnat_hf.sample_data import sample_dir
 from ecgnat_hf.streaming import RecordStream, plan_window_starts
@@ -492,3 +493,42 @@ def test_predict_names_a_channel_with_a_mapping(loaded, sample_records, tmp_path
     np.testing.assert_allclose(df[LABELS].to_numpy(float), reference[LABELS].to_numpy(float), atol=1e-4)
     unnamed = predict_records(model, [rec], feature_extractor=fe, progress=False)
     assert len(unnamed) == 0 and len(unnamed.attrs["errors"]) == 1  # not silently scored as some lead
+
+
+@pytest.mark.shared_data
+def test_scoring_threads_give_the_same_windows_on_a_long_record(loaded, shared_data, tmp_path):
+    """``num_workers`` (batches scored at once in threads, torch on one thread: what ``ecgnat app`` does) gives
+    every window of MIT-BIH 100 (30 min, 2 leads, 360 Hz, streamed in 5-minute chunks) the probabilities of
+    one batch at a time, and the same pooled row."""
+    model, fe = loaded
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows, timelines = [], []
+        for workers in (1, 3):
+            timeline = tmp_path / f"timeline_{workers}.csv"
+            rows.append(predict_records(model, [shared_data / "mitdb" / "100"], feature_extractor=fe, batch_size=16,
+                                        chunk_s=300, progress=False, timeline=timeline, num_workers=workers))
+            timelines.append(pd.read_csv(timeline))
+    finally:
+        torch.set_num_threads(threads)
+    one, many = timelines
+    assert len(one) == len(many) == rows[0]["n_windows"].iloc[0] > 300
+    np.testing.assert_array_equal(one["start_s"].to_numpy(), many["start_s"].to_numpy())
+    np.testing.assert_allclose(many[LABELS].to_numpy(), one[LABELS].to_numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(rows[1][LABELS].to_numpy(), rows[0][LABELS].to_numpy(), atol=ATOL, rtol=0)
+    assert rows[1][TIME_COLUMNS].to_numpy().tolist() == rows[0][TIME_COLUMNS].to_numpy().tolist()
+    with pytest.raises(ValueError, match="num_workers"):
+        predict_records(model, [shared_data / "mitdb" / "100"], feature_extractor=fe, num_workers=0)
+
+
+def test_window_outputs_in_threads_keep_the_order_and_lead_weights(loaded, sample_records):
+    """Batches scored in threads come back in window order, lead-fusion weights included."""
+    model, fe = loaded
+    feats = fe([read_record(p).signal for p in sample_records], sampling_rate=100)
+    one = window_outputs(model, feats, batch_size=1, output_lead_weights=True)
+    many = window_outputs(model, feats, batch_size=1, output_lead_weights=True, num_workers=3)
+    np.testing.assert_allclose(many[0], one[0], atol=ATOL, rtol=0)
+    assert len(many[1]) == len(one[1]) == len(sample_records)
+    for a, b in zip(one[1], many[1]):
+        np.testing.assert_allclose(b, a, atol=ATOL, rtol=0)

@@ -307,7 +307,10 @@ def _cmd_app(args) -> int:
         print(f"{PROG} app: --share: a public link will be opened; anyone with it can upload records", file=sys.stderr)
     try:
         launch_app(args.model, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
-                   max_queue=args.max_queue, max_file_mb=args.max_file_mb, device=str(_device(args.device)))
+                   max_queue=args.max_queue, max_file_mb=args.max_file_mb, device=str(_device(args.device)),
+                   # --num_threads or the user's OMP_NUM_THREADS: torch's own threads, as asked (the app scores on
+                   # one thread); else torch runs single-threaded and the app scores on one thread per core
+                   num_workers=1 if args.num_threads is not None or _USER_SET_THREADS["OMP_NUM_THREADS"] else None)
     except (CheckpointError, OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     return 0

@@ -127,8 +127,12 @@ def analyse_record(
     chunk_s: float = 600.0,
     progress: Callable[[float, str], None] | None = None,
     title: str | None = None,
+    num_workers: int = 1,
 ) -> Analysis:
-    """Analyse one record file (see the module docstring); raises the package's typed errors."""
+    """Analyse one record file (see the module docstring); raises the package's typed errors.
+
+    ``num_workers``: window batches scored at once, each in its own thread
+    (:func:`ecgnat_hf.inference.window_outputs`; for ``torch.set_num_threads(1)``)."""
     import pandas as pd
 
     from ..data.records import read_record
@@ -167,7 +171,7 @@ def analyse_record(
     timeline_csv = out_dir / f"{rid}_timeline.csv"
     df = predict_records(model, [record_path], feature_extractor=fe, batch_size=batch_size, lead_names=lead_names,
                          progress=False, output_csv=pred_csv, timeline=timeline_csv, strict=True, chunk_s=chunk_s,
-                         quality_fn=hook)
+                         quality_fn=hook, num_workers=num_workers)
     (out_dir / f"{rid}_predictions.run.json").unlink(missing_ok=True)  # predict's resume file: not for the page
     row = df.iloc[0]
     config = model.config

@@ -93,8 +93,9 @@ def _model_header(model, fe, source: str, concurrency: int = 1, max_file_mb: flo
 class _Runner:
     """The handler behind the Analyse button (kept as an object so tests can call it without a browser)."""
 
-    def __init__(self, model, fe, root: Path, examples: dict[str, Path], max_bytes: int):
+    def __init__(self, model, fe, root: Path, examples: dict[str, Path], max_bytes: int, num_workers: int = 1):
         self.model, self.fe, self.root, self.examples, self.max_bytes = model, fe, root, examples, max_bytes
+        self.num_workers = max(1, int(num_workers))
         (root / "work").mkdir(parents=True, exist_ok=True)
         (root / "results").mkdir(parents=True, exist_ok=True)
 
@@ -137,8 +138,11 @@ class _Runner:
                 record, name = self.examples[example], example
             else:
                 raise UploadError("no record yet: drop a file or pick an example")
+            t0 = time.monotonic()
+            logger.info("request %s: analysing %s", key[:8], name)  # the queue's order, in the server's log
             result = analyse_record(self.model, self.fe, record, out, lead_names=leads, start_s=start_s or 0.0,
-                                    progress=progress)
+                                    progress=progress, num_workers=self.num_workers)
+            logger.info("request %s: done in %.2f s", key[:8], time.monotonic() - t0)
             return {"ok": True, "message": result.summary_markdown(), "table": result.table,
                     "figures": result.figures, "downloads": [str(p) for p in result.downloads]}
         except (UploadError, ECGDataError, ECGInputError) as exc:
@@ -172,14 +176,15 @@ def _escape(text: str) -> str:
 
 
 def build_app(model, fe, *, root: Path, source: str = "", examples: dict[str, Path] | None = None,
-              max_file_mb: float = DEFAULT_MAX_FILE_MB, concurrency: int = 1):
+              max_file_mb: float = DEFAULT_MAX_FILE_MB, concurrency: int = 1, num_workers: int = 1):
     """The ``gradio.Blocks`` page for ``model`` / ``fe``. ``root``: the app's temporary folder, which must be
     Gradio's upload folder (``GRADIO_TEMP_DIR``; :func:`launch_app` sets it): uploads elsewhere are refused.
-    ``concurrency``: the queue's setting, stated on the page."""
+    ``concurrency``: the queue's setting, stated on the page. ``num_workers``: threads scoring one
+    analysis's window batches at once (see :func:`ecgnat_hf.inference.window_outputs`)."""
     import gradio as gr
 
     examples = example_records() if examples is None else examples
-    runner = _Runner(model, fe, root, examples, int(max_file_mb * 2**20))
+    runner = _Runner(model, fe, root, examples, int(max_file_mb * 2**20), num_workers=num_workers)
     with gr.Blocks(title="ECG-NAT app", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(_model_header(model, fe, source, concurrency, max_file_mb), elem_id="header")
         with gr.Row():
@@ -233,16 +238,35 @@ def build_app(model, fe, *, root: Path, source: str = "", examples: dict[str, Pa
     return demo
 
 
+def _cores_available() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
 def launch_app(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
                concurrency: int = 1, max_queue: int = 16, max_file_mb: float = DEFAULT_MAX_FILE_MB,
-               examples_dir: str | os.PathLike | None = None, device: str | None = None, block: bool = True):
+               examples_dir: str | os.PathLike | None = None, device: str | None = None, block: bool = True,
+               num_workers: int | None = None):
     """Load ``model``, build the page and serve it (see the module docstring). Returns Gradio's
-    ``(app, local_url, share_url)`` when ``block=False``."""
+    ``(app, local_url, share_url)`` when ``block=False``.
+
+    ``num_workers``: threads that score an analysis's window batches at once; default (``None``): one per
+    CPU core this process may use. Above 1, torch's own operations are set to one thread
+    (``torch.set_num_threads(1)``), because OpenMP's threads wait for each other after every operation
+    and stall when other work shares the cores (see :func:`ecgnat_hf.inference.window_outputs`); with 1,
+    torch's thread setting is left as it is."""
     from ..inference import CheckpointError
+
+    if num_workers is None:
+        num_workers = _cores_available()
+    num_workers = max(1, int(num_workers))
 
     try:  # a checkpoint without a trained head is refused here, before anything is served
         m, fe = load_checkpoint(model, device=device)
@@ -250,6 +274,10 @@ def launch_app(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int =
         raise
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"cannot load the checkpoint {os.fspath(model)!r}: {exc}") from None
+    if num_workers > 1 and next(m.parameters()).device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="ecgnat-app-"))
     atexit.register(_remove, root)
     os.environ["GRADIO_TEMP_DIR"] = str(root)  # uploads go under root (read by gradio at import and at run time)
@@ -272,11 +300,11 @@ def launch_app(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int =
 
     examples = example_records(examples_dir)
     demo = build_app(m, fe, root=root, source=os.fspath(model), examples=examples, max_file_mb=max_file_mb,
-                     concurrency=concurrency)
+                     concurrency=concurrency, num_workers=num_workers)
     demo.queue(default_concurrency_limit=max(1, int(concurrency)), max_size=max(1, int(max_queue)))
     theme = gr.themes.Default(font=["Helvetica", "Arial", "sans-serif"], font_mono=["DejaVu Sans Mono", "monospace"])
-    print(f"ecgnat app: serving {model} on http://{host}:{port} ({concurrency} analysis at a time, up to "
-          f"{max_queue} waiting; uploads up to {max_file_mb:g} MiB; temporary folder {root}, removed at exit)",
+    print(f"ecgnat app: serving {model} on http://{host}:{port} ({concurrency} analysis at a time, each "
+          f"scoring on {num_workers} thread(s); up to {max_queue} waiting; uploads up to {max_file_mb:g} MiB; temporary folder {root}, removed at exit)",
           flush=True)
     try:
         result = demo.launch(server_name=host, server_port=int(port), share=bool(share), max_file_size=int(max_file_mb * 2**20),
