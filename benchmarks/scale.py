@@ -46,7 +46,7 @@ MIB = 1024 * 1024
 
 
 #: the code before the prepare speed-up (issue 21: sorted-sample quality check, ...): the baseline of --speed
-SPEED_BASELINE_REV = "0827903"
+SPEED_BASELINE_REV = "95095df"
 
 
 def _env(src: Path | None = None):
