@@ -19,6 +19,7 @@ Sizes are projected to 10^6 records from the measured slopes. Everything runs wi
 machine, say so with the figures.
 
     python benchmarks/scale.py --sizes 1000 10000 --old_sizes 1000 --work /tmp/ecgnat-scale
+    python benchmarks/scale.py --speed 2000 --num_proc 1 2 --work /tmp/ecgnat-scale   # prepare: this code against the old
 """
 from __future__ import annotations
 
@@ -44,10 +45,23 @@ REPO = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 
 
-def _env():
+#: the code before the prepare speed-up (issue 21: sorted-sample quality check, ...): the baseline of --speed
+SPEED_BASELINE_REV = "95095df"
+
+
+def _env(src: Path | None = None):
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(src or REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def checkout_src(rev: str, dest: Path) -> Path:
+    """``src/`` of git revision ``rev`` of this repository, extracted under ``dest`` (the baseline code)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
 
 
 def build_mimic(out: Path, n: int, seed: int = 0, batch: int = 500) -> float:
@@ -105,7 +119,9 @@ def read_only_rate(corpus: Path, limit: int = 300) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
-def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str, records_per_shard: int = 250) -> dict:
+def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str, records_per_shard: int = 250,
+                src: Path | None = None) -> dict:
+    """``ecgnat prepare`` of ``corpus`` into ``store`` (``src``: the package source to run, default this tree)."""
     shutil.rmtree(store, ignore_errors=True)
     cmd = ["nice", "-n", "10", sys.executable, "-m", "ecgnat_hf.cli", "prepare", "--dataset", kind, "--data_dir",
            str(corpus), "--output_dir", str(store), "--num_proc", str(num_proc), "--preset", preset,
@@ -117,14 +133,14 @@ def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str
         return ru.ru_utime + ru.ru_stime
 
     c0, t = cpu(), time.perf_counter()
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    r = subprocess.run(cmd, env=_env(src), capture_output=True, text=True)
     dt = time.perf_counter() - t
     c1 = cpu()
     if r.returncode != 0:
         raise RuntimeError(f"prepare failed: {r.stderr[-3000:]}")
     # the same command again on the finished store: start-up, listing and index only (every shard is skipped);
     # its CPU time is subtracted, so cpu_s_per_record is the work per record, whatever else runs on the machine
-    subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=True)
+    subprocess.run(cmd, env=_env(src), capture_output=True, text=True, check=True)
     c2 = cpu()
     m = json.loads((store / "manifest.json").read_text())
     import re
@@ -140,6 +156,63 @@ def run_prepare(kind: str, corpus: Path, store: Path, num_proc: int, preset: str
             "cpu_s": c1 - c0, "cpu_s_rerun": c2 - c1,
             "records_per_cpu_s": (m["n_records"] + m["n_skipped"]) / max((c1 - c0) - (c2 - c1), 1e-9),
             "store_bytes": total, "shard_bytes": shards, "int16_bytes": int16, "size_ratio": total / int16}
+
+
+def _load() -> str:
+    return "load average " + " / ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def speed_compare(work: Path, n: int, num_procs: list[int], rounds: int, rev: str, preset: str) -> dict:
+    """Prepare throughput of this tree against revision ``rev`` (the code before the speed-up) on the same
+    ``n``-record MIMIC-layout corpus, in the same run: the two alternate (``rounds`` times per ``--num_proc``),
+    so both see the same load. Also checks that both write the same shards (sha256)."""
+    corpus = work / f"mimic-{n}"
+    build_mimic(corpus, n)
+    base_src = checkout_src(rev, work / f"baseline-{rev}")
+    # warm-up: the corpus read once into the page cache and each version run once untimed, so that neither
+    # version's first timed run pays the disk reads (on a busy machine the first run was 6x slower otherwise)
+    for f in corpus.rglob("*"):
+        if f.is_file():
+            f.read_bytes()
+    for src in (base_src, None):
+        run_prepare("mimic-iv-ecg", corpus, work / "speed-store-warmup", 1, preset, src=src)
+    runs: dict = {"n": n, "baseline_rev": rev, "rounds": rounds, "runs": []}
+    for p in num_procs:
+        for k in range(rounds):
+            for label, src in (("baseline", base_src), ("new", None)) if k % 2 == 0 else (("new", None), ("baseline", base_src)):
+                store = work / f"speed-store-{label}"
+                load = os.getloadavg()[0]
+                r = run_prepare("mimic-iv-ecg", corpus, store, p, preset, src=src)
+                r.update(label=label, round=k, load_before=load, load_after=os.getloadavg()[0],
+                         shard_sha256=[s["sha256"] for s in json.loads((store / "manifest.json").read_text())["shards"]])
+                runs["runs"].append(r)
+                print(f"[speed {n}] --num_proc {p} {label:8s} round {k}: {r['records_per_s']:.0f} records/s "
+                      f"({r['records_per_s'] / p:.0f} per process), {r['records_per_cpu_s']:.0f} per CPU-second; "
+                      f"{_load()}", flush=True)
+    shas = {tuple(r["shard_sha256"]) for r in runs["runs"]}
+    runs["identical_stores"] = len(shas) == 1
+    for p in num_procs:
+        for label in ("baseline", "new"):
+            mine = [r for r in runs["runs"] if r["num_proc"] == p and r["label"] == label]
+            runs[f"{label}_np{p}"] = {"records_per_s": float(np.median([r["records_per_s"] for r in mine])),
+                                      "records_per_cpu_s": float(np.median([r["records_per_cpu_s"] for r in mine]))}
+    return runs
+
+
+def report_speed(sp: dict) -> None:
+    print(f"\nprepare speed, {sp['n']} MIMIC-layout records, this tree against {sp['baseline_rev']} (the code before "
+          f"the speed-up), alternating, median of {sp['rounds']} run(s) each; stores identical: "
+          f"{'yes' if sp['identical_stores'] else 'NO'}")
+    print(f"{'num_proc':>8} {'baseline rec/s':>14} {'new rec/s':>10} {'new per proc':>12} {'ratio':>6} "
+          f"{'baseline rec/CPU-s':>18} {'new rec/CPU-s':>13} {'ratio':>6}")
+    for key in sorted(k for k in sp if k.startswith("new_np")):
+        p = int(key[len("new_np"):])
+        b, nw = sp[f"baseline_np{p}"], sp[key]
+        print(f"{p:>8} {b['records_per_s']:>14.0f} {nw['records_per_s']:>10.0f} {nw['records_per_s'] / p:>12.0f} "
+              f"{nw['records_per_s'] / b['records_per_s']:>6.2f} {b['records_per_cpu_s']:>18.0f} "
+              f"{nw['records_per_cpu_s']:>13.0f} {nw['records_per_cpu_s'] / b['records_per_cpu_s']:>6.2f}")
+    loads = [r["load_before"] for r in sp["runs"]] + [r["load_after"] for r in sp["runs"]]
+    print(f"1-minute load average during the runs: {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores")
 
 
 def run_pretrain(argv: list[str], out: Path, limit_s: float = 1800) -> dict:
@@ -319,6 +392,11 @@ def main():
                     help="also measure training on a store of K x N records made of hard links to store-N's shards")
     ap.add_argument("--results", default="scale_results.json", help="file name of the results under --work")
     ap.add_argument("--skip_training", action="store_true", help="prepare figures only (no pretrain, no loader)")
+    ap.add_argument("--speed", type=int, default=0, metavar="N",
+                    help="only compare prepare throughput on an N-record MIMIC-layout corpus with the code of "
+                         "--baseline_rev, in the same run (alternating; --num_proc values), and check the stores match")
+    ap.add_argument("--baseline_rev", default=SPEED_BASELINE_REV, help="git revision of the --speed baseline")
+    ap.add_argument("--rounds", type=int, default=2, help="--speed: runs of each version per --num_proc")
     ap.add_argument("--report", type=Path, nargs="+", default=None,
                     help="only print the report of these scale_results.json files (merged, later files win)")
     args = ap.parse_args()
@@ -335,6 +413,14 @@ def main():
         report(merged, merged.get("preset", args.preset))
         return
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.speed:
+        sp = speed_compare(args.work, args.speed, args.num_proc, args.rounds, args.baseline_rev, args.preset)
+        (args.work / args.results).write_text(json.dumps({"speed": sp, "preset": args.preset}, indent=1))
+        report_speed(sp)
+        if not args.keep:
+            for p in args.work.glob("speed-store-*"):
+                shutil.rmtree(p, ignore_errors=True)
+        return
     results = {"sizes": {}, "old_path": {}, "machine": f"{os.cpu_count()} cores", "preset": args.preset}
     train = ["--preset", args.preset, "--max_steps", str(args.steps), "--dataloader_num_workers", "2",
              "--per_device_train_batch_size", "32", "--eval_strategy", "no", "--save_strategy", "no",
