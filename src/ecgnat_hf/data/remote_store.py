@@ -53,10 +53,12 @@ class StoreCacheFullError(StoreError):
 
 
 def is_remote_url(path) -> bool:
+    """Whether ``path`` is an fsspec URL (``hf://``, ``s3://``, ``file://``...) rather than a plain local path."""
     return "://" in str(path)
 
 
 def default_cache_dir() -> Path:
+    """The streaming shard cache: ``$ECGNAT_STREAM_CACHE``, else ``$XDG_CACHE_HOME/ecgnat_hf/stream`` (``~/.cache``)."""
     base = os.environ.get("ECGNAT_STREAM_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ecgnat_hf", "stream")
     return Path(base)
