@@ -914,6 +914,11 @@ def ship(results_dir, data_dir, output_root="checkpoints", names=None, progress:
             continue
         spec = RunSpec(**row["spec"])
         src = Path(results_dir) / "ship" / name
+        if not src.is_dir() and Path(spec.save).is_dir():
+            src = Path(spec.save)
+        if spec.protocol == "dev":
+            written.append(_ship_dev(row, spec, src, name, data_dir, output_root, progress))
+            continue
         fe = ECGNATFeatureExtractor(sampling_rate=RATE, window_s=spec.window_s, window_stride_s=spec.window_s / 2,
                                     mode="window", scaling="center")
         model = AutoModelForSequenceClassification.from_pretrained(src).eval()
@@ -962,6 +967,66 @@ def ship(results_dir, data_dir, output_root="checkpoints", names=None, progress:
         print(f"{out}: fold-9 macro AUROC {auroc:.4f} (the training run scored {row['validation_auroc']:.4f})")
         written.append(out)
     return written
+
+def _ship_dev(row, spec, src, name, data_dir, output_root, progress) -> Path:
+    """A hub-ready folder from a development-protocol run (folds 1-7 train, fold 8 validation, fold 9 test): the
+    decision thresholds are fitted on fold 8 and fold 9 is scored once more, on the original records, as the
+    card's test figure (the run itself read it once; the two must agree)."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    import ecgnat_hf  # noqa: F401  (registers the Auto classes)
+    from ecgnat_hf.models.ecgnat import ECGNATFeatureExtractor
+    from ecgnat_hf.training.hub import save_hub_ready
+    from ecgnat_hf.training.thresholds import attach_decision_thresholds
+
+    fe = ECGNATFeatureExtractor(sampling_rate=RATE, window_s=spec.window_s, window_stride_s=spec.window_s / 2,
+                                mode="window", scaling="center")
+    model = AutoModelForSequenceClassification.from_pretrained(src).eval()
+    tmp = Path(src).parent / f".score-{name}"
+    model.save_pretrained(tmp)
+    fe.save_pretrained(tmp)
+    val_auroc, probs, y = score_checkpoint(tmp, data_dir, spec.task, (8,), progress=progress)
+    test_auroc, _, y9 = score_checkpoint(tmp, data_dir, spec.task, (9,), progress=progress)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if abs(test_auroc - row["test_auroc"]) > 2e-3:
+        raise RuntimeError(f"{name}: fold 9 scores {test_auroc:.4f} here but {row['test_auroc']:.4f} in the run")
+    attach_decision_thresholds(model, (probs, y), row["classes"], "multi_label_classification")
+    pre = (" --pretrained checkpoints/" + Path(spec.pretrained).name.replace("pretrained-", "ecgnat-")
+           + "-ptbxl-pretrained") if spec.pretrained else ""
+    command = (f"python benchmarks/ptbxl.py run --data_dir PTBXL_DIR --results runs --protocol dev --tasks {spec.task} "
+               f"--models {spec.model} --init {spec.init}{pre} --window_s {spec.window_s:g} --lr {spec.lr:g} "
+               f"--epochs {spec.epochs} --min_steps {spec.min_steps} --batch_size {spec.batch_size} "
+               f"--eval_every {spec.eval_every} --seeds {spec.seed} --save runs/save/{name}\n"
+               f"python benchmarks/ptbxl.py ship --results runs --data_dir PTBXL_DIR --names {name}")
+    published = {k: v[spec.task] for k, v in PUBLISHED.items()}
+    section = (
+        f"Trained on PTB-XL folds 1-7 ({row['n_train']} records with a {spec.task} label); the weights kept and the "
+        f"decision thresholds were chosen on fold 8 ({row['n_validation']} records); fold 9 ({len(y9)} records) is "
+        f"the test fold, read once. Fold 10, the benchmark's test fold, was never seen.\n\n"
+        f"- fold-9 (test) macro AUROC on the original records: **{test_auroc:.4f}**; fold 8 (validation): "
+        f"{val_auroc:.4f}.\n"
+        f"- trained on {row['device']} in {row['train_seconds']} s, {row['steps']} steps of batch {row['batch_size']}, "
+        f"random {spec.window_s:g} s crops; inference averages {spec.window_s:g} s windows with a "
+        f"{spec.window_s / 2:g} s hop.\n"
+        f"- published rows on fold 10, for context only: "
+        f"{', '.join(f'{k} {v:.3f}' for k, v in published.items())}.\n")
+    out = save_hub_ready(
+        model, fe, Path(output_root) / name,
+        eval_results={"validation": {"macro_auroc": round(val_auroc, 4), "n_records": len(y)},
+                      "test": {"macro_auroc": round(test_auroc, 4), "n_records": len(y9)}},
+        card_kwargs=dict(kind="finetuned", model_name=name, task_name=f"PTB-XL {spec.task}",
+                         dataset_name="PTB-XL", command=command, training_args=asdict(spec),
+                         default_split="test", extra_sections={"PTB-XL benchmark": section}),
+        run_arguments=asdict(spec),
+        extra_files={"ptbxl_benchmark.json": {"task": spec.task, "fold9_macro_auroc": round(test_auroc, 4),
+                                              "fold8_macro_auroc": round(val_auroc, 4), "n_fold9_records": len(y9),
+                                              "train_folds": [1, 2, 3, 4, 5, 6, 7], "validation_folds": [8],
+                                              "test_folds": [9], "published_fold10": published}})
+    print(f"{out}: fold-9 (test) macro AUROC {test_auroc:.4f}, fold 8 {val_auroc:.4f}")
+    return out
+
 
 def markdown_report(results: Results, pack: Pack, n_boot: int = 1000) -> str:
     """The README's tables from a results folder (dev protocol: test fold 9, weights chosen on fold 8)."""
