@@ -91,6 +91,28 @@ def test_quality_check_sorted_path_equals_lead_by_lead_on_every_finding(monkeypa
         assert any(finding in f for f in found), (finding, found)
 
 
+def test_limb_lead_identities_from_the_gram_matrix_equal_lead_by_lead(monkeypatch):
+    """Einthoven/Goldberger checks read from one Gram matrix (all samples finite) name the same inverted lead
+    as the lead-by-lead correlations, for each of the six limb leads inverted in turn, and treat a combination
+    that cancels exactly (II = -I, so aVR's value from I and II is zero) as no variance, as the reference does."""
+    limb = ["I", "II", "III", "aVR", "aVL", "aVF"]
+    named = set()
+    for rec in _records()[:20]:
+        names = list(rec.lead_names)
+        at = {F.LEAD_ALIASES.get(F._squash(n)): i for i, n in enumerate(names)}  # the file's own spelling
+        x = rec.signal.astype(np.float64)
+        for lead in limb:
+            v = x.copy()
+            v[at[lead]] *= -1
+            fast, ref = _reports(v, rec.sampling_rate, names, monkeypatch)
+            _same(fast, ref)
+            named.update(f for f in fast.flags if f.endswith("limb leads by Einthoven's law)"))
+        v = x.copy()
+        v[at["II"]] = -v[at["I"]]
+        _same(*_reports(v, rec.sampling_rate, names, monkeypatch))
+    assert len({f.split(" (")[0] for f in named}) == 6, named
+
+
 def test_quality_check_on_shared_500hz_records(shared_data, monkeypatch):
     """500 Hz records as MIMIC-IV-ECG stores them (PTB-XL records500, Challenge 2021): the same reports."""
     heads = sorted((shared_data / "ptbxl-subset" / "records500").rglob("*.hea"))[:40]

@@ -281,7 +281,8 @@ def _polarity(row: np.ndarray, is_sorted: bool = False) -> float:
     excursions above and below the median (the QRS complex dominates both). ``is_sorted``: ``row`` is the
     lead's samples sorted, all finite (the same result, faster)."""
     if is_sorted and row.size >= 2:
-        med = np.median(row)
+        half = row.size // 2  # the median of sorted samples: np.median's middle value(s), without a partition
+        med = row[half] if row.size % 2 else (row[half - 1] + row[half]) / 2
         hi, lo = sorted_percentiles(row, (99.5, 0.5)) - med
         return float((hi + lo) / (hi - lo)) if hi - lo > 0 else 0.0
     row = row[np.isfinite(row)]
@@ -331,18 +332,36 @@ def _polarity_findings(x: np.ndarray, names, usable, sorted_leads: np.ndarray | 
     checks = [(lead, terms) for lead, terms in _LIMB_IDENTITIES.items()
               if lead in leads and all(t in leads for t, _ in terms)]
 
+    gram = order = None
+    if sorted_leads is not None and checks:  # every sample finite: all correlations from one Gram matrix
+        order = {c: k for k, c in enumerate(leads)}
+        centred = np.stack([leads[c] for c in leads])
+        centred = centred - centred.mean(axis=1, keepdims=True)
+        gram = centred @ centred.T
+
     def broken(flipped=None) -> list:
         sign = {c: (-1.0 if c == flipped else 1.0) for c in leads}
         bad = []
         for lead, terms in checks:
-            a = sign[lead] * leads[lead]
-            b = sum(w * sign[t] * leads[t] for t, w in terms)
-            if sorted_leads is None:  # else every sample is finite: the mask would keep them all
+            if gram is not None:  # corr(a, b) = u'Gv / sqrt(u'Gu v'Gv) for a = u'X, b = v'X, X centred
+                u = np.zeros(len(order))
+                v = np.zeros(len(order))
+                u[order[lead]] = sign[lead]
+                for t, w in terms:
+                    v[order[t]] += w * sign[t]
+                gu, gv = gram @ u, gram @ v
+                ab, aa, bb = float(u @ gv), float(u @ gu), float(v @ gv)
+                tiny = 1e-12 * float(np.trace(gram))  # a combination that cancels to rounding noise: no variance
+                aa, bb = (aa if aa > tiny else 0.0), (bb if bb > tiny else 0.0)
+            else:
+                a = sign[lead] * leads[lead]
+                b = sum(w * sign[t] * leads[t] for t, w in terms)
                 ok = np.isfinite(a) & np.isfinite(b)
                 a, b = a[ok], b[ok]
-            a, b = a - a.mean(), b - b.mean()
-            den = math.sqrt(float(a @ a) * float(b @ b))
-            if den > 0 and float(a @ b) / den < 0.5:
+                a, b = a - a.mean(), b - b.mean()
+                ab, aa, bb = float(a @ b), float(a @ a), float(b @ b)
+            den = math.sqrt(max(aa, 0.0) * max(bb, 0.0))
+            if den > 0 and ab / den < 0.5:
                 bad.append(lead)
         return bad
 
