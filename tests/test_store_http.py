@@ -38,8 +38,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_error(404, "no directory listing")
         return None
 
+    def do_HEAD(self):
+        if self.server.token and self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            return self.send_error(401, "token needed")
+        super().do_HEAD()
+
     def do_GET(self):
         path = self.path.split("?")[0]
+        if self.server.token and self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            return self.send_error(401, "token needed")
         if path in self.server.mute:
             self.server.log.append(("GET", path, 0))
             self.server.release.wait(30)
@@ -62,7 +69,7 @@ class _Server:
     def __init__(self, root: Path):
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
         self.httpd.daemon_threads = True
-        self.httpd.log, self.httpd.stall, self.httpd.mute = [], set(), set()
+        self.httpd.log, self.httpd.stall, self.httpd.mute, self.httpd.token = [], set(), set(), None
         self.httpd.release = threading.Event()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._t = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -136,10 +143,11 @@ def test_http_store_reads_the_records_of_the_memory_mapped_store_under_the_cap(s
 
 def test_http_faults_are_typed_errors_naming_the_url(served, tmp_path):
     """Altered bytes: StoreChecksumError; a shard that 404s: StoreFileMissingError, at once (not retried), also
-    from a DataLoader worker; no manifest at the URL: StoreFileMissingError; nothing partial stays cached."""
+    from a DataLoader worker; no manifest at the URL: StoreFileMissingError; nothing partial stays cached. A
+    server that needs a token: StoreFetchError (HTTP 401) at once, and headers in storage_options pass it."""
     import torch
 
-    from ecgnat_hf.data.remote_store import RemoteECGStore, StoreChecksumError, StoreFileMissingError
+    from ecgnat_hf.data.remote_store import RemoteECGStore, StoreChecksumError, StoreFetchError, StoreFileMissingError
     from ecgnat_hf.training.store_stream import StreamingStoreWindows, open_remote_stores
 
     srv, root = served
@@ -171,6 +179,15 @@ def test_http_faults_are_typed_errors_naming_the_url(served, tmp_path):
         RemoteECGStore(f"{srv.url}/empty", cache, cap_bytes=10**7)
     with pytest.raises(ValueError, match="not a prepared store"):  # what `ecgnat pretrain` reports (exit code 2)
         open_remote_stores([f"{srv.url}/nothing-here"], cache, 0.01)
+    # a server that wants a token: refused at once without it (401 is not retried), read with it
+    srv.httpd.token = "s3cret"
+    t = time.monotonic()
+    with pytest.raises(StoreFetchError, match=r"manifest.json: fetch failed after 1 attempt .*401"):
+        RemoteECGStore(f"{srv.url}/store", tmp_path / "cache-auth", cap_bytes=10**7, backoff_s=1.0)
+    assert time.monotonic() - t < 1.0
+    auth = RemoteECGStore(f"{srv.url}/store", tmp_path / "cache-auth", cap_bytes=10**7,
+                          storage_options={"headers": {"Authorization": "Bearer s3cret"}})
+    assert auth.acquire(0) and srv.httpd.log[-1] == ("GET", f"/store/{shards[0]['file']}", 200)
 
 
 @pytest.mark.parametrize("fault", ["stall mid-body", "no answer"])
