@@ -7,6 +7,9 @@ collator, tiny-preset 10 s windows) reads ``--epochs`` full epochs of the traini
 * **streaming**: ``StreamingStoreWindows`` on the same store read as a remote (``file://`` through fsspec),
   with a local cache capped at ``--cap_fraction`` of the store's shard bytes, so shards are fetched, verified
   (sha256) and evicted all along. Epoch 0 starts with an empty cache.
+* **streaming over HTTP** (``--http``): the same, from ``http://127.0.0.1:PORT/<store>``, served by
+  ``python -m http.server`` in a separate process (the standard library's threaded web server; no directory
+  listing is used, every file is named by the manifest). Its cache has the same cap, in its own folder.
 
 It prints windows/s per epoch, the ratio streaming / memory-mapped, and the cache's peak bytes against its cap
 (the cache's own record and a folder walk every 5 ms under the cache lock). Without ``--store``, the bundled
@@ -14,6 +17,7 @@ PTB-XL sample (434 records) is prepared first (100 Hz, ``--records_per_shard``);
 hard-linked copies of its shards as one store.
 
     python benchmarks/stream.py --work /tmp/ecgnat-stream --replicate 10
+    python benchmarks/stream.py --work /tmp/ecgnat-stream --replicate 10 --http
 """
 from __future__ import annotations
 
@@ -26,7 +30,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -64,6 +71,8 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--http", action="store_true",
+                   help="also stream the store over HTTP from 127.0.0.1 (python -m http.server in a subprocess)")
     p.add_argument("--results", default=None, help="write the figures to this JSON file")
     a = p.parse_args(argv)
 
@@ -84,8 +93,6 @@ def main(argv=None) -> dict:
         prepare_store(DataArguments(dataset="sample"), fe, store, records_per_shard=a.records_per_shard,
                       progress=False, command="benchmarks/stream.py")
     if a.replicate > 1:
-        import sys
-
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from scale import replicate_store
 
@@ -102,29 +109,53 @@ def main(argv=None) -> dict:
 
     st = open_store(store)
     mm = torch.utils.data.DataLoader(StoreWindows([st], [st.indices(["train"])], fe, seed=0), shuffle=True, **kw)
-    (rst,) = open_remote_stores(["file://" + str(store.resolve())], cache_dir, cap / 1e9)
-    sds = StreamingStoreWindows([rst], [rst.indices(["train"])], fe, seed=0)
-    sds.distribute(0, 1, a.batch)
-    sl = _EpochLoader(sds, **kw)
-    watch = _Watch(rst.cache)
-    watch.start()
-    rows = []
-    for e in range(a.epochs):
-        r_mm, n = _epoch_rate(mm, e)
-        r_st, n2 = _epoch_rate(sl, e)
-        assert n == n2, (n, n2)
-        rows.append({"epoch": e, "records": n, "mmap_windows_per_s": r_mm, "stream_windows_per_s": r_st,
-                     "ratio": r_st / r_mm})
-        print(f"epoch {e}: {n} records; memory-mapped {r_mm:,.0f} windows/s, streaming {r_st:,.0f} windows/s "
-              f"({r_st / r_mm:.2f}x)", flush=True)
-    watch.stop.set()
-    watch.join()
+    urls = {"file": "file://" + str(store.resolve())}
+    server = None
+    if a.http:
+        server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
+                                   str(store.resolve().parent)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True)
+        port = int(re.search(r"port (\d+)", server.stdout.readline()).group(1))
+        urls["http"] = f"http://127.0.0.1:{port}/{store.resolve().name}"
+    try:
+        streams, watches = {}, {}
+        for name, url in urls.items():
+            (rst,) = open_remote_stores([url], cache_dir / name, cap / 1e9)
+            sds = StreamingStoreWindows([rst], [rst.indices(["train"])], fe, seed=0)
+            sds.distribute(0, 1, a.batch)
+            streams[name] = (rst, _EpochLoader(sds, **kw))
+            watches[name] = _Watch(rst.cache)
+            watches[name].start()
+        rows = []
+        for e in range(a.epochs):
+            r_mm, n = _epoch_rate(mm, e)
+            row = {"epoch": e, "records": n, "mmap_windows_per_s": r_mm}
+            line = f"epoch {e}: {n} records; memory-mapped {r_mm:,.0f} windows/s"
+            for name, (_, loader) in streams.items():
+                r, n2 = _epoch_rate(loader, e)
+                assert n == n2, (name, n, n2)
+                key = "stream" if name == "file" else name
+                row[f"{key}_windows_per_s"], row[f"{key}_ratio"] = r, r / r_mm
+                line += f", streaming {name}:// {r:,.0f} windows/s ({r / r_mm:.2f}x)"
+            row["ratio"] = row["stream_ratio"]
+            rows.append(row)
+            print(line, flush=True)
+    finally:
+        for w in watches.values():
+            w.stop.set()
+            w.join()
+        if server is not None:
+            server.kill()
+            server.wait()
+    rst = streams["file"][0]
     out = {"store": str(store), "n_shards": len(manifest["shards"]), "shard_bytes": shard_bytes, "cap_bytes": cap,
-           "peak_cache_bytes_recorded": rst.cache.peak_bytes(), "peak_cache_bytes_watched": watch.peak,
+           "peak_cache_bytes_recorded": rst.cache.peak_bytes(), "peak_cache_bytes_watched": watches["file"].peak,
            "workers": a.workers, "batch": a.batch, "epochs": rows}
-    print(f"store: {len(manifest['shards'])} shards, {shard_bytes:,} bytes; cache cap {cap:,} bytes; peak cache "
-          f"{rst.cache.peak_bytes():,} bytes recorded, {watch.peak:,} watched "
-          f"({max(rst.cache.peak_bytes(), watch.peak) / cap:.3f} of the cap)")
+    for name, (r, _) in streams.items():
+        out[f"peak_cache_bytes_{name}"] = {"recorded": r.cache.peak_bytes(), "watched": watches[name].peak}
+        print(f"store: {len(manifest['shards'])} shards, {shard_bytes:,} bytes; {name}:// cache cap {cap:,} bytes; peak "
+              f"cache {r.cache.peak_bytes():,} bytes recorded, {watches[name].peak:,} watched "
+              f"({max(r.cache.peak_bytes(), watches[name].peak) / cap:.3f} of the cap)")
     if a.results:
         Path(a.results).write_text(json.dumps(out, indent=1))
     return out

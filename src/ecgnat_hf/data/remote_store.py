@@ -6,6 +6,13 @@ a network mount, or a plain local folder (read as if remote).
   ``CACHE/<store key>/meta-<manifest hash>/``); it is an :class:`~ecgnat_hf.data.store.ECGStore` whose shards
   are fetched on demand. Each fetched shard is checked against the manifest (size, then sha256, computed while
   downloading); a mismatch deletes the download and raises :class:`StoreChecksumError` naming the shard.
+* Nothing is listed: the shard names come from the manifest, so a store served by a plain web server
+  (``http://``, ``https://``: no directory listing) is read like any other.
+* Network faults are bounded. A fetch that fails for a reason that may pass (refused or dropped connection,
+  timeout, HTTP 5xx / 408 / 429) is tried again ``retries`` times with a doubling pause; then
+  :class:`StoreFetchError` names the file's URL (and shard). A file that is not there (HTTP 404, no such key) is
+  :class:`StoreFileMissingError` at once. Over ``http(s)://`` a connection or a read that stalls for
+  ``timeout_s`` seconds fails (``aiohttp`` socket timeouts), so a server that goes away never hangs a reader.
 * :class:`ShardCache` bounds the local copy: the sum of the sizes of every file under the cache folder (all
   stores in it, indexes and partial downloads included) never exceeds ``cap_bytes``.
 
@@ -27,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -36,8 +44,8 @@ from .store import INDEX, MANIFEST, ECGStore, StoreError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RemoteECGStore", "ShardCache", "StoreChecksumError", "StoreCacheFullError", "is_remote_url",
-           "default_cache_dir"]
+__all__ = ["RemoteECGStore", "ShardCache", "StoreChecksumError", "StoreCacheFullError", "StoreFetchError",
+           "StoreFileMissingError", "is_remote_url", "default_cache_dir"]
 
 _LOCK = ".lock"
 _PEAK = ".peak_bytes"
@@ -50,6 +58,59 @@ class StoreChecksumError(StoreError):
 
 class StoreCacheFullError(StoreError):
     """The local shard cache has no room: every cached shard is being read and the cap is too small."""
+
+
+class StoreFetchError(StoreError):
+    """A file of a remote store could not be fetched (server unreachable, timed out or refusing), after retries."""
+
+
+class StoreFileMissingError(StoreFetchError):
+    """A file of a remote store (its manifest, its index or a shard the manifest lists) is not at its URL."""
+
+
+_HTTP = ("http", "https")
+
+
+def _network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the transfer (I/O, network, HTTP status), as opposed to a bug."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    for mod, names in (("aiohttp", ("ClientError",)), ("httpx", ("HTTPError",)), ("requests", ("RequestException",))):
+        m = sys.modules.get(mod)  # only libraries already in use can have raised it
+        if m is not None and any(isinstance(exc, getattr(m, n, ())) for n in names):
+            return True
+    return False
+
+
+def _http_status(exc: BaseException) -> int | None:
+    for e in (exc, exc.__cause__):
+        status = getattr(e, "status", None) or getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _missing(exc: BaseException) -> bool:
+    """A file that is not there (retrying will not help)."""
+    status = _http_status(exc)
+    if status is not None:
+        return status in (404, 410)
+    if isinstance(exc, FileNotFoundError):
+        # fsspec's HTTP size query turns every failure into FileNotFoundError; its cause tells a 404 from a fault
+        return exc.__cause__ is None or not _network_error(exc.__cause__)
+    return False
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure that may pass if the fetch is tried again."""
+    status = _http_status(exc)
+    if status is not None:
+        return status >= 500 or status in (408, 429)
+    if isinstance(exc, (PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(exc, FileNotFoundError):
+        return not _missing(exc)
+    return _network_error(exc)
 
 
 def is_remote_url(path) -> bool:
@@ -265,53 +326,113 @@ class RemoteECGStore(ECGStore):
     Reading a window of a shard that is not leased acquires it (blocking) and keeps it until :meth:`release`.
 
     Args:
-        url: the store folder: ``hf://datasets/ORG/NAME/PATH``, ``s3://bucket/path``, ``file:///path``, ``/path``.
+        url: the store folder: ``hf://datasets/ORG/NAME/PATH``, ``s3://bucket/path``, ``https://host/path``,
+            ``file:///path``, ``/path``. Nothing is listed: the files are named by the manifest.
         cache: a :class:`ShardCache` (or its folder, with ``cap_bytes``).
-        storage_options: passed to ``fsspec`` (credentials, endpoint).
+        storage_options: passed to ``fsspec`` (credentials, endpoint, ``client_kwargs`` for ``http(s)://``).
+        timeout_s: ``http(s)://``: a connection, or a read of the response, that stalls this long fails (and is
+            tried again). Other protocols use their own library's timeouts.
+        retries: how many more times a fetch that failed for a passing reason (network, timeout, HTTP 5xx) is
+            tried, with pauses of ``backoff_s``, doubling (at most 30 s), before :class:`StoreFetchError`.
     """
 
-    def __init__(self, url, cache, cap_bytes: int | None = None, storage_options: dict | None = None):
+    def __init__(self, url, cache, cap_bytes: int | None = None, storage_options: dict | None = None,
+                 timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0):
         self.url = _url(url).rstrip("/")
         self.storage_options = dict(storage_options or {})
+        self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
+        if not self.timeout_s > 0 or self.retries < 0 or self.backoff_s < 0:
+            raise ValueError(f"timeout_s must be positive and retries, backoff_s >= 0; got {timeout_s}, {retries}, "
+                             f"{backoff_s}")
         self.cache = cache if isinstance(cache, ShardCache) else ShardCache(cache, cap_bytes or 0)
-        self._fs = None
+        self._fs, self._fs_pid = None, None
         self._leases: dict[int, int] = {}
         self._mutex = threading.Lock()
         key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         self.local = self.cache.folder / key
         fs, root = self._fs_root()
         try:
-            raw = fs.cat_file(f"{root}/{MANIFEST}")
-        except FileNotFoundError:
-            raise StoreError(f"{self.url}: not a prepared store: no {MANIFEST} (run `ecgnat prepare`, and upload the "
-                             "whole folder)") from None
+            raw = self._retrying(f"{self.url}/{MANIFEST}", lambda: fs.cat_file(f"{root}/{MANIFEST}"))
+        except StoreFileMissingError:
+            raise StoreFileMissingError(f"{self.url}: not a prepared store: no {MANIFEST} at {self.url}/{MANIFEST} "
+                                        "(run `ecgnat prepare`, and upload the whole folder)") from None
         meta = self.local / f"meta-{hashlib.sha256(raw).hexdigest()[:16]}"
-        with self.cache.lock():
-            if not (meta / INDEX).is_file():
-                size = fs.size(f"{root}/{INDEX}")
-                try:
-                    self.cache.reserve(len(raw) + int(size))
-                except _NoRoom as nr:
-                    raise StoreCacheFullError(f"{self.cache.folder}: no room for the index of {self.url} "
-                                              f"({nr.used:,} of {self.cache.cap:,} bytes in shards being read)") from None
-                tmp = self.local / f".meta.{uuid.uuid4().hex}.tmp"
-                tmp.mkdir(parents=True)
-                (tmp / MANIFEST).write_bytes(raw)
-                fs.get_file(f"{root}/{INDEX}", str(tmp / INDEX))
-                for old in self.local.glob("meta-*"):  # an older version of this store: its index is stale
-                    shutil.rmtree(old, ignore_errors=True)
-                os.replace(tmp, meta)
+        if not (meta / INDEX).is_file():
+            size = int(self._retrying(f"{self.url}/{INDEX}", lambda: fs.size(f"{root}/{INDEX}")))
+            with self.cache.lock():
+                if not (meta / INDEX).is_file():
+                    try:
+                        self.cache.reserve(len(raw) + size)
+                    except _NoRoom as nr:
+                        raise StoreCacheFullError(f"{self.cache.folder}: no room for the index of {self.url} "
+                                                  f"({nr.used:,} of {self.cache.cap:,} bytes in shards being read)") from None
+                    tmp = self.local / f".meta.{uuid.uuid4().hex}.tmp"
+                    tmp.mkdir(parents=True)
+                    try:
+                        (tmp / MANIFEST).write_bytes(raw)
+                        self._retrying(f"{self.url}/{INDEX}", lambda: fs.get_file(f"{root}/{INDEX}", str(tmp / INDEX)))
+                    except BaseException:
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        raise
+                    for old in self.local.glob("meta-*"):  # an older version of this store: its index is stale
+                        shutil.rmtree(old, ignore_errors=True)
+                    os.replace(tmp, meta)
         super().__init__(meta)
         self.path = meta
         self.shard_info = list(self.manifest["shards"])
         self._files = [self.local / "shards" / f"{Path(s['file']).stem}.{s['sha256'][:16]}.arrow" for s in self.shard_info]
 
+    @property
+    def protocol(self) -> str:
+        return self.url.split("://", 1)[0].lower()
+
     def _fs_root(self):
-        if self._fs is None:
+        # a forked DataLoader worker inherits the parent's filesystem object without pickling; fsspec's async ones
+        # (http, s3, gcs) refuse to run after a fork: every process opens its own
+        if self._fs is None or self._fs_pid != os.getpid():
             import fsspec
 
-            self._fs, self._root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            opts = dict(self.storage_options)
+            if self.protocol in _HTTP:  # aiohttp's default waits 5 minutes for a whole response, then fails
+                try:
+                    import aiohttp
+                except ImportError:
+                    raise ImportError(f"{self.url}: reading a store over {self.protocol}:// needs aiohttp: "
+                                      "pip install 'ecgnat-hf[stream]'") from None
+
+                ck = dict(opts.get("client_kwargs") or {})
+                ck.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s,
+                                                               sock_read=self.timeout_s))
+                opts["client_kwargs"] = ck
+            self._fs, self._root = fsspec.core.url_to_fs(self.url, **opts)
+            self._fs_pid = os.getpid()
         return self._fs, self._root.rstrip("/")
+
+    def _retrying(self, what: str, fn, shard: int | None = None):
+        """``fn()``, tried again on passing failures; a typed :class:`StoreFetchError` naming ``what`` when it gives up."""
+        where = f" (shard {shard})" if shard is not None else ""
+        t0, pause = time.monotonic(), self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except StoreError:
+                raise
+            except Exception as exc:
+                if not _network_error(exc) and _http_status(exc) is None:
+                    raise
+                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                if _missing(exc):
+                    raise StoreFileMissingError(f"{what}: not found{where} ({reason}); the store at {self.url} is "
+                                                "incomplete or was moved: upload the whole folder") from exc
+                if not _transient(exc) or attempt == self.retries:
+                    n = attempt + 1
+                    raise StoreFetchError(f"{what}: fetch failed{where} after {n} attempt{'s' * (n > 1)} in "
+                                          f"{time.monotonic() - t0:.1f} s ({reason}); is the server at {self.url} "
+                                          "reachable?") from exc
+                logger.warning("%s: %s%s; trying again in %.1f s (%d of %d)", what, reason, where, pause, attempt + 1,
+                               self.retries)
+                time.sleep(pause)
+                pause = min(30.0, 2 * pause)
 
     def __getstate__(self):
         d = super().__getstate__()
@@ -328,11 +449,19 @@ class RemoteECGStore(ECGStore):
         return f"{self.url}/{self.shard_info[k]['file']}"
 
     def _fetch(self, k: int, fd: int) -> None:
+        self._retrying(self.shard_url(k), lambda: self._fetch_once(k, fd), shard=k)
+        os.fsync(fd)
+
+    def _fetch_once(self, k: int, fd: int) -> None:
         info = self.shard_info[k]
         fs, root = self._fs_root()
         h = hashlib.sha256()
         n = 0
-        with fs.open(f"{root}/{info['file']}", "rb", block_size=_BLOCK) as src:
+        path = f"{root}/{info['file']}"
+        # http(s): one streamed GET per shard (no HEAD, no range requests: any web server will do)
+        src = (fs.open(path, "rb", block_size=0, size=int(info["bytes"])) if self.protocol in _HTTP
+               else fs.open(path, "rb", block_size=_BLOCK))
+        with src:
             while True:
                 block = src.read(_BLOCK)
                 if not block:
@@ -349,7 +478,6 @@ class RemoteECGStore(ECGStore):
         if h.hexdigest() != info["sha256"]:
             raise StoreChecksumError(f"{self.shard_url(k)}: sha256 {h.hexdigest()[:16]}..., the manifest states "
                                      f"{info['sha256'][:16]}... (shard {k}); the store was changed or corrupted")
-        os.fsync(fd)
 
     def acquire(self, k: int, block: bool = True) -> bool:
         """Fetch (if needed) and lease shard ``k``; False if ``block`` is off and it cannot be had at once."""

@@ -254,6 +254,13 @@ class DataArguments:
     stream_cache_gb: float = field(
         default=20.0, metadata={"help": "--streaming: most GB the cache folder may hold (it must hold one shard per "
                                         "reader on the machine: ranks x DataLoader workers, two with prefetch)."})
+    stream_timeout_s: float = field(
+        default=60.0, metadata={"help": "--streaming from http(s):// URLs: a connection or a read that stalls this many "
+                                        "seconds fails (and is retried); other protocols use their library's timeouts."})
+    stream_retries: int = field(
+        default=3, metadata={"help": "--streaming: how many more times a fetch that failed on a network fault, timeout "
+                                     "or server error is tried (pauses of 1, 2, 4... s) before the run stops with "
+                                     "StoreFetchError naming the file."})
 
     def __post_init__(self):
         self.dataset = self.dataset.lower()
@@ -291,6 +298,9 @@ class DataArguments:
                                  "epoch); drop it, or copy the stores locally and train without --streaming")
             if not self.stream_cache_gb > 0:
                 raise ValueError(f"--stream_cache_gb must be positive, got {self.stream_cache_gb}")
+            if not self.stream_timeout_s > 0 or self.stream_retries < 0:
+                raise ValueError(f"--stream_timeout_s must be positive and --stream_retries >= 0, got "
+                                 f"{self.stream_timeout_s} and {self.stream_retries}")
         parse_lead_subset(self.leads)  # validate early
         from ..data.labels import DUPLICATE_ROW_POLICIES, EMPTY_LABEL_POLICIES
         from ..data.leads import parse_lead_names

@@ -182,7 +182,9 @@ def store_pretraining_data(data_args, feature_extractor, eval_fraction: float = 
     if streaming:
         from .store_stream import open_remote_stores
 
-        stores = open_remote_stores(paths, data_args.stream_cache_dir, data_args.stream_cache_gb)
+        stores = open_remote_stores(paths, data_args.stream_cache_dir, data_args.stream_cache_gb,
+                                    timeout_s=getattr(data_args, "stream_timeout_s", 60.0),
+                                    retries=getattr(data_args, "stream_retries", 3))
     else:
         stores = [open_store(p) for p in paths]
     for st in stores:

@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["StreamingStoreWindows", "StreamingTrainer", "open_remote_stores"]
 
 
-def open_remote_stores(urls: Sequence[str], cache_dir, cache_gb: float, storage_options: dict | None = None):
-    """:class:`~ecgnat_hf.data.remote_store.RemoteECGStore` for each URL, sharing one cache of ``cache_gb`` GB."""
+def open_remote_stores(urls: Sequence[str], cache_dir, cache_gb: float, storage_options: dict | None = None,
+                       timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 1.0):
+    """:class:`~ecgnat_hf.data.remote_store.RemoteECGStore` for each URL, sharing one cache of ``cache_gb`` GB
+    (``timeout_s``, ``retries``, ``backoff_s``: how a failing fetch is bounded, see ``RemoteECGStore``)."""
     from ..data.remote_store import RemoteECGStore, ShardCache, default_cache_dir
     from ..data.store import StoreError
 
@@ -51,7 +53,8 @@ def open_remote_stores(urls: Sequence[str], cache_dir, cache_gb: float, storage_
     out = []
     for u in urls:
         try:
-            out.append(RemoteECGStore(u, cache, storage_options=storage_options))
+            out.append(RemoteECGStore(u, cache, storage_options=storage_options, timeout_s=timeout_s, retries=retries,
+                                      backoff_s=backoff_s))
         except StoreError as exc:
             raise ValueError(str(exc)) from None
     biggest = max(int(s["bytes"]) for st in out for s in st.shard_info) if out else 0
