@@ -186,6 +186,35 @@ def test_corrupted_shard_is_a_typed_error_naming_it(store, tmp_path):
         fs.rm(root, recursive=True)
 
 
+def test_corrupted_index_is_a_typed_error_and_nothing_is_cached(store, tmp_path):
+    """The manifest records the index's sha256; an index altered on the server is refused at open, by name."""
+    import fsspec
+
+    from ecgnat_hf.data.remote_store import RemoteECGStore, StoreChecksumError
+    from ecgnat_hf.training.store_stream import open_remote_stores
+
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["index"]["file"] == "index.parquet"
+    assert manifest["index"]["bytes"] == (store / "index.parquet").stat().st_size
+    fs = fsspec.filesystem("memory")
+    root = f"/stream-index-{uuid.uuid4().hex[:8]}"
+    try:
+        for p in store.rglob("*"):
+            if p.is_file() and not p.name.startswith("."):
+                fs.pipe_file(f"{root}/{p.relative_to(store).as_posix()}", p.read_bytes())
+        data = bytearray(fs.cat_file(f"{root}/index.parquet"))
+        data[len(data) // 2] ^= 0xFF
+        fs.pipe_file(f"{root}/index.parquet", bytes(data))
+        cache = tmp_path / "cache"
+        with pytest.raises(StoreChecksumError, match=r"index\.parquet: sha256 .*index was changed or corrupted"):
+            RemoteECGStore(f"memory://{root}", cache / "a", cap_bytes=10**7)
+        with pytest.raises(ValueError, match=r"index\.parquet: sha256"):  # the training entry point's message
+            open_remote_stores([f"memory://{root}"], cache / "b", 0.01)
+        assert not list(cache.rglob("index.parquet"))  # the bad index was not kept
+    finally:
+        fs.rm(root, recursive=True)
+
+
 def test_cache_too_small_and_non_streaming_urls_are_refused(store, tmp_path):
     from ecgnat_hf.training.arguments import DataArguments
     from ecgnat_hf.training.store_data import open_store

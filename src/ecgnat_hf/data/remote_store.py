@@ -113,6 +113,20 @@ def _transient(exc: BaseException) -> bool:
     return _network_error(exc)
 
 
+def _check_index(url: str, manifest_raw: bytes, path: Path) -> None:
+    """The fetched index against the manifest's sha256 of it (stores prepared before it was recorded: unchecked)."""
+    want = (json.loads(manifest_raw).get("index") or {}).get("sha256")
+    if want is None:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != want:
+        raise StoreChecksumError(f"{url}/{INDEX}: sha256 {h.hexdigest()[:16]}..., the manifest states {want[:16]}...; "
+                                 "the store's index was changed or corrupted")
+
+
 def is_remote_url(path) -> bool:
     """Whether ``path`` is an fsspec URL (``hf://``, ``s3://``, ``file://``...) rather than a plain local path."""
     return "://" in str(path)
@@ -371,6 +385,7 @@ class RemoteECGStore(ECGStore):
                     try:
                         (tmp / MANIFEST).write_bytes(raw)
                         self._retrying(f"{self.url}/{INDEX}", lambda: fs.get_file(f"{root}/{INDEX}", str(tmp / INDEX)))
+                        _check_index(self.url, raw, tmp / INDEX)
                     except BaseException:
                         shutil.rmtree(tmp, ignore_errors=True)
                         raise

@@ -606,6 +606,7 @@ def finalize_store(store, command: str | None = None) -> dict:
             "extractor": ext, "n_samples_total": int(np.asarray(index.column("n_samples")).sum(dtype=np.int64)),
             "shards": [{"file": m["file"], "n_records": m["n_records"], "bytes": m["bytes"], "sha256": m["sha256"]}
                        for m in sides],
+            "index": {"file": INDEX, "bytes": (out / INDEX).stat().st_size, "sha256": _sha256(out / INDEX)},
             "plan_fingerprint": plan["fingerprint"],
             "command": command or " ".join(sys.argv),
         }
