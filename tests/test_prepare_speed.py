@@ -122,3 +122,27 @@ def test_quality_check_on_shared_500hz_records(shared_data, monkeypatch):
         rec = read_record(h.with_suffix(""), check_finite=False)
         x = rec.signal.astype(np.float64)
         _same(*_reports(x, rec.sampling_rate, rec.lead_names, monkeypatch))
+
+
+def test_float32_records_sorted_as_float32_give_the_same_reports(monkeypatch):
+    """Records are float32: the quality check sorts them as float32 and widens the sorted samples (float64 holds
+    each float32 exactly, in the same order). Every finding equals the float64 lead-by-lead reference."""
+    rng = np.random.default_rng(2)
+    found = set()
+    for rec in _records()[:30]:
+        names = list(rec.lead_names)
+        x = rec.signal
+        assert x.dtype == np.float32
+        variants = [x, x.copy(), -x, x * np.float32(1000.0), x.copy()]
+        variants[1][int(rng.integers(12))] = 0.0
+        at = {F.LEAD_ALIASES.get(F._squash(n)): i for i, n in enumerate(names)}  # the file's own spelling
+        variants[4][at["aVL"]] *= -1
+        for v in variants:
+            fast = check_signal_quality(v, rec.sampling_rate, names, record="r")
+            with monkeypatch.context() as m:
+                m.setattr(F, "_SORT_LEADS", False)
+                ref = check_signal_quality(v.astype(np.float64), rec.sampling_rate, names, record="r")
+            _same(fast, ref)
+            found.update(fast.flags)
+    for finding in ("flat", "inverted", "amplitude suggests microvolts", "aVR positive"):
+        assert any(finding in f for f in found), (finding, found)

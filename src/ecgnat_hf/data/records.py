@@ -681,14 +681,20 @@ def _signals_fast(base: Path, h: _Header, rec: str, verify: bool = True, start: 
         invalid = _INVALID_SAMPLE.get(fmt, -(2**31))
         baselines = np.array([h.signals[i].baseline for i in idx], dtype=np.float64)
         gains = np.array([h.signals[i].gain for i in idx], dtype=np.float64)
-        phys = (digital.T.astype(np.float64) - baselines[:, None]) / gains[:, None]
-        bad = digital.T == invalid
+        # (samples, leads) as stored: converted in place, element by element the same arithmetic as
+        # (digital - baseline) / gain; transposed to (leads, samples) once, by the final copy below
+        phys = digital.astype(np.float64)
+        phys -= baselines
+        phys /= gains
+        bad = digital == invalid
         if invalid != -(2**31) and digital.dtype == np.int64:  # float MATLAB NaN marker (see _as_digital)
-            bad |= digital.T == -(2**31)
+            bad |= digital == -(2**31)
         if bad.any():
             phys[bad] = np.nan
+        if len(groups) == 1 and idx == list(range(len(h.signals))):  # one file, signals in order: one copy
+            return np.ascontiguousarray(phys.T)
         for j, i in enumerate(idx):
-            pieces[i] = phys[j]
+            pieces[i] = phys[:, j]
     if not pieces:
         return np.zeros((0, sig_len or 0), dtype=np.float64)
     return np.stack([pieces[i] for i in range(len(h.signals))])
@@ -789,7 +795,10 @@ def _check_float32_range(signal: np.ndarray, names: Sequence[str], h: _Header, r
         return
     with warnings.catch_warnings():  # reductions, no copy of the signal; all-NaN leads give NaN (not compared)
         warnings.simplefilter("ignore", RuntimeWarning)
-        peak = np.fmax(np.abs(np.nanmax(signal, axis=1)), np.abs(np.nanmin(signal, axis=1)))
+        hi, lo = signal.max(axis=1), signal.min(axis=1)  # NaN only for a lead holding a NaN: then the nan-aware
+        if np.isnan(hi).any() or np.isnan(lo).any():  # reductions, which skip them (all-NaN leads stay NaN)
+            hi, lo = np.nanmax(signal, axis=1), np.nanmin(signal, axis=1)
+        peak = np.fmax(np.abs(hi), np.abs(lo))
     for i in np.flatnonzero(peak > _FLOAT32_MAX):
         s = h.signals[i] if i < len(h.signals) else None
         cal = f" (gain {s.gain:g} adu/{s.units}, baseline {s.baseline})" if s is not None else ""

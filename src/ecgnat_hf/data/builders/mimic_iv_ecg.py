@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,10 +327,13 @@ class MIMICIVECG(ECGDatasetBuilder):
         root = self._root()
         has_mm = "report_joined" in (chunks[0].columns if chunks else [])
         validate = self._check_size if cfg.check_file_size else None
+        # a plain string path: under datasets' streaming patch ``root / rel`` is an xPath, whose every
+        # filesystem call re-parses the URL (about 4 % of prepare time at 10^5 records)
+        base = os.fspath(root)
         for chunk in chunks:
             for row in chunk.itertuples(index=False):
                 rel = str(row.path)
-                read = self._read_or_skip(root / rel, min_samples=cfg.min_samples, validate=validate, name=rel,
+                read = self._read_or_skip(os.path.join(base, rel), min_samples=cfg.min_samples, validate=validate, name=rel,
                                           invalid_leads=cfg.invalid_leads)
                 if read is None:
                     continue
