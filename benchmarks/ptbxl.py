@@ -569,10 +569,18 @@ def run_many(specs: list[RunSpec], pack: Pack, results: Results, device=None) ->
 
 
 # ------------------------------------------------------------------------------------------------ report
+def _epochs_note(spec: dict) -> str:
+    """``" (20 epochs)"`` for a schedule other than the default: runs of two schedules are two arms, not seeds."""
+    e = spec.get("epochs", RunSpec.epochs)
+    return "" if e == RunSpec.epochs else f" ({e} epochs)"
+
+
 def _label(row) -> str:
     s = row["spec"]
-    init = s["init"] if s["model"].startswith("ecgnat") else ""
-    return s["model"] + (f" ({init})" if init and init != "scratch" else "")
+    parts = [s["init"]] if s["model"].startswith("ecgnat") and s["init"] != "scratch" else []
+    e = s.get("epochs", RunSpec.epochs)
+    parts += [] if e == RunSpec.epochs else [f"{e} epochs"]
+    return s["model"] + (f" ({', '.join(parts)})" if parts else "")
 
 
 def summarize(results: Results, protocol: str = "dev") -> dict:
@@ -1037,7 +1045,8 @@ def markdown_report(results: Results, pack: Pack, n_boot: int = 1000) -> str:
     arms = defaultdict(list)
     for r in rows:
         s = r["spec"]
-        arms[(s["task"], s["model"], s["init"] if s["model"].startswith("ecgnat") else "scratch", s["fraction"])].append(r)
+        arms[(s["task"], s["model"] + _epochs_note(s), s["init"] if s["model"].startswith("ecgnat") else "scratch",
+              s["fraction"])].append(r)
 
     def fmt(rs, key="test_auroc"):
         v = np.array([r[key] for r in rs])

@@ -321,3 +321,17 @@ def test_shipped_pretrained_encoder_loads_and_embeds():
         out = model(input_values=inputs["input_values"], lead_mask=inputs["lead_mask"])
     assert out.pooler_output.shape == (1, model.config.hidden_size) and torch.isfinite(out.pooler_output).all()
     assert "19,601" in (encoder / "README.md").read_text()
+
+
+def test_runs_of_two_schedules_are_two_arms_not_seeds(bench, tmp_path):
+    """A results file holding 10- and 20-epoch runs of one model reports them apart (never as one mean)."""
+    res = bench.Results(tmp_path / "runs")
+    for seed, epochs, auroc in ((0, 10, 0.928), (1, 10, 0.929), (0, 20, 0.933), (1, 30, 0.936)):
+        spec = bench.RunSpec(task="superdiagnostic", model="ecgnat-tiny", init="pretrained", epochs=epochs, seed=seed)
+        res.add({"key": spec.key, "spec": vars(spec), "steps": 5, "planned_steps": 5, "test_auroc": auroc,
+                 "validation_auroc": auroc + 0.01})
+    table = {r["model"]: r for r in bench.summarize(res)["table"]}
+    assert set(table) == {"ecgnat-tiny (pretrained, 10 epochs)", "ecgnat-tiny (pretrained, 20 epochs)",
+                          "ecgnat-tiny (pretrained)"}
+    assert table["ecgnat-tiny (pretrained, 10 epochs)"]["seeds"] == [0, 1]
+    assert table["ecgnat-tiny (pretrained, 20 epochs)"]["test_mean"] == 0.933
