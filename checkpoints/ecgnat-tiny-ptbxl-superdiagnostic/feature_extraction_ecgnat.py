@@ -160,6 +160,10 @@ def check_sampling_rate(sampling_rate, thresholds: QualityThresholds | None = No
     return fs
 
 
+#: False: the lead-by-lead path (np.percentile per lead), which the sorted path must reproduce exactly (tests)
+_SORT_LEADS = True
+
+
 def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityThresholds | None = None,
                          record: str | None = None) -> QualityReport:
     """Plausibility of one (leads, samples) signal in mV: flat, saturated and out-of-range leads.
@@ -171,15 +175,22 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
     th = thresholds or QualityThresholds()
     where = record if record is not None else "input"
     check_sampling_rate(sampling_rate, th, where)
-    x = np.asarray(signal, dtype=np.float64)
+    given = np.asarray(signal)
+    x = np.asarray(given, dtype=np.float64)
     if x.ndim == 1:
-        x = x[None, :]
+        x, given = x[None, :], given[None, :]
     names = [str(n) for n in (lead_names if lead_names is not None else [f"ch{i}" for i in range(x.shape[0])])]
     if len(names) != x.shape[0]:
         raise ECGInputError(f"{where}: {len(names)} lead names for {x.shape[0]} leads")
     usable, flags, lead_flags, ranges = [], [], {}, []
-    # all samples finite (the usual case): every lead's percentiles in one call, the same numbers as lead by lead
-    pct = np.percentile(x, [1, 99], axis=1) if x.shape[1] >= 2 and np.isfinite(x).all() else None
+    # all samples finite (the usual case): every lead sorted once (a sort is several times faster than the
+    # partitions of np.percentile on ECG samples, which repeat values), then the percentiles, extremes and
+    # rail counts read from it: the same numbers as np.percentile and the comparisons lead by lead
+    # (float32 samples are sorted as float32, then widened: float64 holds each exactly and in the same order)
+    srt = None
+    if _SORT_LEADS and x.shape[1] >= 2 and np.isfinite(x).all():
+        srt = np.sort(given if given.dtype == np.float32 else x, axis=1).astype(np.float64, copy=False)
+    pct = sorted_percentiles(srt, (1, 99)) if srt is not None else None
     for i, name in enumerate(names):
         row = x[i] if pct is not None else x[i][np.isfinite(x[i])]
         mine = []
@@ -196,7 +207,13 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
                 mine.append(f"flat (range {rng:.3f} mV)")
                 ok = False
             else:
-                pinned = max(int((row >= row.max()).sum()), int((row <= row.min()).sum())) / row.size
+                if srt is not None:  # samples equal to the maximum / minimum, counted in the sorted lead
+                    s = srt[i]
+                    at_rails = max(row.size - int(np.searchsorted(s, s[-1], side="left")),
+                                   int(np.searchsorted(s, s[0], side="right")))
+                else:
+                    at_rails = max(int((row >= row.max()).sum()), int((row <= row.min()).sum()))
+                pinned = at_rails / row.size
                 if pinned >= th.saturation_fraction:
                     mine.append(f"saturated ({pinned:.0%} of samples at the rails)")
                     ok = ok and not th.mask_saturated
@@ -216,8 +233,39 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
         else:  # far beyond any unit mix-up: the header's gain or units are wrong
             flags.append(f"amplitude implausible for an ECG (median lead range {_mv(median)} mV; check the "
                          "header's gains and units)")
-    flags.extend(_polarity_findings(x, names, usable))
+    flags.extend(_polarity_findings(x, names, usable, sorted_leads=srt))
     return QualityReport(names, usable, flags, lead_flags, record)
+
+
+def sorted_percentiles(s: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(s, q, axis=-1)`` (its default ``"linear"`` method) of samples ``s`` already sorted
+    along the last axis, without numpy's partitions: ``(len(q), *s.shape[:-1])``, the same numbers to the
+    bit (the same virtual index, neighbours and interpolation as numpy 2; ``tests/test_prepare_speed.py``
+    compares them). Only for ``0 < q < 100`` and at least 2 finite samples per row."""
+    s = np.asarray(s)
+    idx, gamma = _percentile_positions(int(s.shape[-1]), tuple(float(v) for v in q))
+    lo = np.take(s, idx, axis=-1)  # (..., len(q))
+    hi = np.take(s, idx + 1, axis=-1)
+    diff = hi - lo
+    out = lo + diff * gamma
+    np.subtract(hi, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return np.moveaxis(out, -1, 0) if out.ndim > 1 else out
+
+
+@functools.lru_cache(maxsize=256)
+def _percentile_positions(n: int, q: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The lower neighbour and interpolation weight of each percentile ``q`` among ``n`` sorted samples, as
+    ``np.percentile`` computes them (``(n - 1) * q / 100``, its floor and fractional part)."""
+    quantiles = np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    if n < 2 or not ((quantiles > 0) & (quantiles < 1)).all():
+        raise ValueError(f"sorted_percentiles needs 0 < q < 100 and at least 2 samples, got q={list(q)}, n={n}")
+    virtual = (n - 1) * quantiles
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    idx = prev.astype(np.intp)
+    idx.flags.writeable = False
+    gamma.flags.writeable = False
+    return idx, gamma
 
 
 #: quality flags saying that the record's amplitudes are not in mV (an amplitude-keeping extractor refuses them)
@@ -232,9 +280,15 @@ def _mv(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
-def _polarity(row: np.ndarray) -> float:
+def _polarity(row: np.ndarray, is_sorted: bool = False) -> float:
     """Dominant deflection of a lead, -1 (all negative) to +1 (all positive): the larger of its robust
-    excursions above and below the median (the QRS complex dominates both)."""
+    excursions above and below the median (the QRS complex dominates both). ``is_sorted``: ``row`` is the
+    lead's samples sorted, all finite (the same result, faster)."""
+    if is_sorted and row.size >= 2:
+        half = row.size // 2  # the median of sorted samples: np.median's middle value(s), without a partition
+        med = row[half] if row.size % 2 else (row[half - 1] + row[half]) / 2
+        hi, lo = sorted_percentiles(row, (99.5, 0.5)) - med
+        return float((hi + lo) / (hi - lo)) if hi - lo > 0 else 0.0
     row = row[np.isfinite(row)]
     med = np.median(row)
     hi, lo = np.percentile(row, [99.5, 0.5]) - med
@@ -248,7 +302,7 @@ _LIMB_IDENTITIES = {
 }
 
 
-def _polarity_findings(x: np.ndarray, names, usable) -> list:
+def _polarity_findings(x: np.ndarray, names, usable, sorted_leads: np.ndarray | None = None) -> list:
     """Inverted-lead checks on the limb leads (flags only; nothing is masked).
 
     * Lead I's dominant deflection against aVR's: aVR is negative and lead I positive in almost every ECG.
@@ -261,6 +315,8 @@ def _polarity_findings(x: np.ndarray, names, usable) -> list:
       flipping one lead restores them all, that lead is named as inverted (all 484 x 6 single-lead
       inversions are named, no clean record is). Limb leads that break the identities in another way
       (independently recorded or synthetic signals) are not judged.
+
+    ``sorted_leads``: ``x`` sorted along its samples (all finite), when the caller has it.
     """
     canon = {}
     for i, n in enumerate(names):
@@ -269,7 +325,10 @@ def _polarity_findings(x: np.ndarray, names, usable) -> list:
             canon[c] = i
     out = []
     if "I" in canon and "aVR" in canon:
-        p_i, p_avr = _polarity(x[canon["I"]]), _polarity(x[canon["aVR"]])
+        if sorted_leads is not None:
+            p_i, p_avr = (_polarity(sorted_leads[canon[c]], is_sorted=True) for c in ("I", "aVR"))
+        else:
+            p_i, p_avr = _polarity(x[canon["I"]]), _polarity(x[canon["aVR"]])
         if p_i < -0.2 and p_avr > 0.2:
             out.append(f"lead I negative and aVR positive (polarity {p_i:+.2f}, {p_avr:+.2f}; the reverse of almost "
                        "every ECG): inverted leads (negative gain, sign error) or swapped arm electrodes")
@@ -277,16 +336,44 @@ def _polarity_findings(x: np.ndarray, names, usable) -> list:
     checks = [(lead, terms) for lead, terms in _LIMB_IDENTITIES.items()
               if lead in leads and all(t in leads for t, _ in terms)]
 
+    gram = order = None
+    if sorted_leads is not None and checks:  # every sample finite: all correlations from one Gram matrix
+        order = {c: k for k, c in enumerate(leads)}
+        centred = np.stack([leads[c] for c in leads])
+        centred = centred - centred.mean(axis=1, keepdims=True)
+        gram = centred @ centred.T
+
+    if gram is not None:  # each check as coefficient rows: a = U X (the lead), b = V X (its value from two others)
+        U = np.zeros((len(checks), len(order)))
+        V = np.zeros((len(checks), len(order)))
+        for k, (lead, terms) in enumerate(checks):
+            U[k, order[lead]] = 1.0
+            for t, w in terms:
+                V[k, order[t]] += w
+        tiny = 1e-12 * float(np.trace(gram))  # a combination that cancels to rounding noise: no variance
+
     def broken(flipped=None) -> list:
         sign = {c: (-1.0 if c == flipped else 1.0) for c in leads}
-        bad = []
+        if gram is not None:  # corr(a, b) = u'Gv / sqrt(u'Gu v'Gv) for a = u'X, b = v'X, X centred: all checks at once
+            s = np.array([sign[c] for c in order])
+            u, v = U * s, V * s
+            gv = v @ gram
+            ab, aa, bb = (u * gv).sum(axis=1), ((u @ gram) * u).sum(axis=1), (gv * v).sum(axis=1)
+            aa, bb = np.where(aa > tiny, aa, 0.0), np.where(bb > tiny, bb, 0.0)
+            den = np.sqrt(aa * bb)
+            low = np.zeros(len(checks), dtype=bool)
+            np.less(ab, 0.5 * den, out=low, where=den > 0)
+            return [checks[k][0] for k in np.flatnonzero(low)]
+        bad = []  # non-finite samples somewhere: each check on the samples finite in both of its sides
         for lead, terms in checks:
             a = sign[lead] * leads[lead]
             b = sum(w * sign[t] * leads[t] for t, w in terms)
             ok = np.isfinite(a) & np.isfinite(b)
-            a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
-            den = math.sqrt(float(a @ a) * float(b @ b))
-            if den > 0 and float(a @ b) / den < 0.5:
+            a, b = a[ok], b[ok]
+            a, b = a - a.mean(), b - b.mean()
+            ab, aa, bb = float(a @ b), float(a @ a), float(b @ b)
+            den = math.sqrt(max(aa, 0.0) * max(bb, 0.0))
+            if den > 0 and ab / den < 0.5:
                 bad.append(lead)
         return bad
 
@@ -312,8 +399,13 @@ LEAD_ALIASES = {
 _SQUASH = re.compile(r"[\s_\-]+")
 
 
-def _squash(name: str) -> str:
-    key = _SQUASH.sub("", str(name)).lower()
+def _squash(name) -> str:
+    return _squash_str(str(name))
+
+
+@functools.lru_cache(maxsize=4096)  # a corpus repeats a dozen spellings millions of times
+def _squash_str(name: str) -> str:
+    key = _SQUASH.sub("", name).lower()
     if key.startswith("lead") and len(key) > 4:
         key = key[4:]
     return key
@@ -610,6 +702,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             x = x[None, :]
         if x.ndim != 2:
             raise ECGInputError(f"{where}: expected a (leads, samples) signal, got shape {tuple(x.shape)}")
+        given = x  # float32 records are sorted as float32 by the quality check (the same order, twice as fast)
         x = x.astype(np.float64, copy=False)
         if fs is None:
             raise ECGInputError(
@@ -663,7 +756,9 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             raise ECGLeadNameError(
                 f"{where}: none of the leads {names} is one of the model's leads {self.lead_names}", leads=names
             )
-        x = x[rows]
+        if rows != list(range(x.shape[0])):  # the usual case, every lead in order, needs no copy
+            x = x[rows]
+            given = x
         if not np.isfinite(x).all():
             bad = (~np.isfinite(x)).sum(axis=1)
             leads = [f"{names[rows[k]]} ({int(c)})" for k, c in enumerate(bad) if c]
@@ -676,7 +771,8 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             )
         report = None
         if getattr(self, "quality_check", True):
-            report = check_signal_quality(x, fs, [names[r] for r in rows], thresholds, record=where)
+            report = check_signal_quality(given if given.dtype == np.float32 else x, fs, [names[r] for r in rows],
+                                          thresholds, record=where)
             if not any(report.usable):
                 raise ECGUnusableSignalError(
                     f"{where}: no usable lead ({report.short_summary()}); the record is refused, not scored",
