@@ -572,14 +572,14 @@ def run_many(specs: list[RunSpec], pack: Pack, results: Results, device=None) ->
 def _epochs_note(spec: dict) -> str:
     """``" (20 epochs)"`` for a schedule other than the default: runs of two schedules are two arms, not seeds."""
     e = spec.get("epochs", RunSpec.epochs)
-    return "" if e == RunSpec.epochs else f" ({e} epochs)"
+    return "" if e == RunSpec.epochs else f" ({e} epoch{'s' if e != 1 else ''})"
 
 
 def _label(row) -> str:
     s = row["spec"]
     parts = [s["init"]] if s["model"].startswith("ecgnat") and s["init"] != "scratch" else []
     e = s.get("epochs", RunSpec.epochs)
-    parts += [] if e == RunSpec.epochs else [f"{e} epochs"]
+    parts += [] if e == RunSpec.epochs else [f"{e} epoch{'s' if e != 1 else ''}"]
     return s["model"] + (f" ({', '.join(parts)})" if parts else "")
 
 

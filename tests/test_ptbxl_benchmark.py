@@ -152,7 +152,7 @@ def test_runs_resume_and_sweeps_never_read_the_test_fold(bench, sample_pack, tmp
     # a second call finds every run finished and trains nothing
     assert bench.run_many(specs, data, res, "cpu") == []
     summary = bench.summarize(res)
-    assert {r["model"] for r in summary["table"]} == {"ecgnat-tiny", "resnet1d"}
+    assert {r["model"] for r in summary["table"]} == {"ecgnat-tiny (1 epoch)", "resnet1d (1 epoch)"}
     interval = bench.paired(res, data, [specs[0].key], [specs[1].key], "superdiagnostic", n_boot=200)
     assert interval["ci_low"] <= interval["ci_high"]
     assert interval["n_records"] == nat["n_test"]
