@@ -569,17 +569,21 @@ def run_many(specs: list[RunSpec], pack: Pack, results: Results, device=None) ->
 
 
 # ------------------------------------------------------------------------------------------------ report
-def _epochs_note(spec: dict) -> str:
-    """``" (20 epochs)"`` for a schedule other than the default: runs of two schedules are two arms, not seeds."""
+def _epochs_text(spec: dict) -> str:
+    """``"20 epochs"`` for a schedule other than the default, else ``""``: runs of two schedules are two arms,
+    not seeds of one."""
     e = spec.get("epochs", RunSpec.epochs)
-    return "" if e == RunSpec.epochs else f" ({e} epoch{'s' if e != 1 else ''})"
+    return "" if e == RunSpec.epochs else f"{e} epoch{'s' if e != 1 else ''}"
+
+
+def _epochs_note(spec: dict) -> str:
+    return f" ({_epochs_text(spec)})" if _epochs_text(spec) else ""
 
 
 def _label(row) -> str:
     s = row["spec"]
     parts = [s["init"]] if s["model"].startswith("ecgnat") and s["init"] != "scratch" else []
-    e = s.get("epochs", RunSpec.epochs)
-    parts += [] if e == RunSpec.epochs else [f"{e} epoch{'s' if e != 1 else ''}"]
+    parts += [_epochs_text(s)] if _epochs_text(s) else []
     return s["model"] + (f" ({', '.join(parts)})" if parts else "")
 
 

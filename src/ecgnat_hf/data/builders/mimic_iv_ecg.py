@@ -333,8 +333,8 @@ class MIMICIVECG(ECGDatasetBuilder):
         for chunk in chunks:
             for row in chunk.itertuples(index=False):
                 rel = str(row.path)
-                read = self._read_or_skip(os.path.join(base, rel), min_samples=cfg.min_samples, validate=validate, name=rel,
-                                          invalid_leads=cfg.invalid_leads)
+                read = self._read_or_skip(os.path.join(base, rel), min_samples=cfg.min_samples, validate=validate,
+                                          name=rel, invalid_leads=cfg.invalid_leads)
                 if read is None:
                     continue
                 rec, signal, leads = read

@@ -702,7 +702,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             x = x[None, :]
         if x.ndim != 2:
             raise ECGInputError(f"{where}: expected a (leads, samples) signal, got shape {tuple(x.shape)}")
-        given = x  # float32 records are sorted as float32 by the quality check (the same order, twice as fast)
+        given = x  # the samples as given, for the quality check (float32 records are sorted as float32: faster)
         x = x.astype(np.float64, copy=False)
         if fs is None:
             raise ECGInputError(
@@ -771,8 +771,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             )
         report = None
         if getattr(self, "quality_check", True):
-            report = check_signal_quality(given if given.dtype == np.float32 else x, fs, [names[r] for r in rows],
-                                          thresholds, record=where)
+            report = check_signal_quality(given, fs, [names[r] for r in rows], thresholds, record=where)
             if not any(report.usable):
                 raise ECGUnusableSignalError(
                     f"{where}: no usable lead ({report.short_summary()}); the record is refused, not scored",
