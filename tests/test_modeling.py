@@ -516,6 +516,44 @@ def test_supcon_multi_label_positives_share_a_label():
     assert zero.item() == 0.0 and zero.requires_grad
 
 
+def test_supcon_jaccard_weights_pairs_by_label_overlap():
+    """``positives="jaccard"``: anchor i averages log p(i, j) with weights |y_i & y_j| / |y_i | y_j|, computed by
+    hand here; one shared statement among many counts for less than a full match; one-hot labels give the
+    single-label loss; the model uses the config's choice."""
+    torch.manual_seed(2)
+    z = F.normalize(torch.randn(5, 4, dtype=torch.float64), dim=-1)
+    labels = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.float64)
+    tau = 0.1
+    terms = []
+    for i in range(5):
+        inter = [float((labels[i] * labels[j]).sum()) for j in range(5)]
+        union = [float(((labels[i] + labels[j]) > 0).sum()) for j in range(5)]
+        w = [inter[j] / union[j] if j != i and union[j] else 0.0 for j in range(5)]
+        if sum(w) == 0:
+            continue
+        denom = sum(math.exp(float(z[i] @ z[a]) / tau) for a in range(5) if a != i)
+        logp = [math.log(math.exp(float(z[i] @ z[j]) / tau) / denom) for j in range(5)]
+        terms.append(-sum(w[j] * logp[j] for j in range(5) if w[j]) / sum(w))
+    expected = sum(terms) / len(terms)
+    got = supervised_contrastive_loss(z, labels, tau, positives="jaccard")
+    assert abs(got.item() - expected) < 1e-9
+    # records 0 and 1 match fully (weight 1); 0 and 2 share one label of four (weight 1/4): "any" weighs both as 1
+    assert abs(got.item() - supervised_contrastive_loss(z, labels, tau, positives="any").item()) > 1e-3
+    # one-hot multi-label targets: the same as the single-label loss, whichever rule
+    one_hot = F.one_hot(torch.tensor([0, 0, 1, 2, 1]), 3).double()
+    single = supervised_contrastive_loss(z, torch.tensor([0, 0, 1, 2, 1]), tau)
+    for rule in ("any", "jaccard"):
+        torch.testing.assert_close(supervised_contrastive_loss(z, one_hot, tau, positives=rule), single)
+    with pytest.raises(ValueError, match="positives must be"):
+        supervised_contrastive_loss(z, labels, tau, positives="all")
+    with pytest.raises(ValueError, match="supcon_positives"):
+        tiny(supcon_positives="overlap")
+    model = ECGNATForSequenceClassification(tiny(num_labels=4, supcon_positives="jaccard", supcon_weight=1.0)).eval()
+    out = model(torch.randn(5, 12, 600), labels=labels.float())
+    torch.testing.assert_close(out.supcon_loss, supervised_contrastive_loss(out.projection, labels.float(), 0.1,
+                                                                            positives="jaccard"))
+
+
 @pytest.mark.parametrize(
     "problem_type, labels, reference",
     [
