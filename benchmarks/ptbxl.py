@@ -32,6 +32,10 @@ Every run appends one line to ``RESULTS/results.jsonl`` and writes its validatio
 ``RESULTS/preds/<run>.npz``, so ``report`` can give multi-seed means and paired bootstrap intervals without
 retraining, and an interrupted sweep resumes where it stopped (``run`` skips finished runs).
 
+Choosing a configuration: ``run --validation_only`` scores fold 8 only and never reads the test fold (its key
+starts with ``sweep-``; ``report`` leaves it out); ``--overrides '{"supcon_positives": "jaccard"}'`` changes
+ECG-NAT config arguments, and such runs form an arm of their own in the key and in every table.
+
 ``plan`` (used for the GPU sweep of the README's results, ``--plan readme``) runs a whole schedule with several
 worker processes: a validation sweep of window length and learning rate on the superdiagnostic task, masked
 pretraining on all records (labels unused), then the six tasks, label efficiency, a linear probe and the
@@ -257,13 +261,34 @@ class RunSpec:
     save: str | None = None  # folder for the trained weights (save_pretrained)
     max_seconds: float = 0.0  # stop training after this long (0: no limit); recorded in the results
     score_test: bool = True  # False for validation-only sweeps: the test fold is not read
+    overrides: str = ""  # ECG-NAT config changes as JSON, e.g. '{"supcon_weight": 0}': an arm of its own
 
     @property
     def key(self) -> str:
         init = self.init if self.model.startswith("ecgnat") else "scratch"
         sweep = "" if self.score_test else "sweep-"
+        extra = "".join(f"-{k}{_compact(v)}" for k, v in sorted(self.config_overrides().items()))
         return (f"{sweep}{self.protocol}-{self.task}-{self.model}-{init}-f{self.fraction:g}-w{self.window_s:g}"
-                f"-lr{self.lr:g}-e{self.epochs}-s{self.seed}")
+                f"-lr{self.lr:g}-e{self.epochs}{extra}-s{self.seed}")
+
+    def config_overrides(self) -> dict:
+        """The parsed ``overrides``: a JSON object of ECG-NAT config arguments (``{}`` when empty)."""
+        if not self.overrides:
+            return {}
+        try:
+            out = json.loads(self.overrides)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"overrides {self.overrides!r} is not JSON: {err}") from None
+        if not isinstance(out, dict):
+            raise ValueError(f"overrides {self.overrides!r} must be a JSON object of config arguments")
+        if out and not self.model.startswith("ecgnat"):
+            raise ValueError(f"overrides {self.overrides!r} apply to ECG-NAT configs, not to {self.model!r}")
+        return out
+
+
+def _compact(value) -> str:
+    """A config value as it appears in a run key: ``0``, ``0.3``, ``jaccard``."""
+    return f"{value:g}" if isinstance(value, float) else str(value).replace(" ", "")
 
 
 def _device(name: str | None = None):
@@ -287,17 +312,22 @@ def build_model(spec: RunSpec, classes: list[str]):
     if not spec.model.startswith("ecgnat-"):
         raise ValueError(f"unknown model {spec.model!r}: ecgnat-<preset> or resnet1d")
     preset = spec.model.split("-", 1)[1]
+    extra = spec.config_overrides()
+    unknown = sorted(set(extra) - set(ECGNATConfig().to_dict()))
+    if unknown:
+        raise ValueError(f"{spec.key}: unknown ECG-NAT config argument(s) in overrides: {', '.join(unknown)}")
     if spec.init in ("pretrained", "probe"):
         if not spec.pretrained:
             raise ValueError(f"{spec.key}: init={spec.init!r} needs a pretrained checkpoint")
         model = ECGNATForSequenceClassification.from_pretrained(spec.pretrained, ignore_mismatched_sizes=True,
-                                                                **label_kw)
+                                                                **label_kw, **extra)
         if spec.init == "probe":
             for p in model.ecgnat.parameters():
                 p.requires_grad_(False)
             model.config.supcon_weight = 0.0
         return model
-    return ECGNATForSequenceClassification(ECGNATConfig.from_preset(preset, **AT_100HZ[preset], **label_kw))
+    return ECGNATForSequenceClassification(ECGNATConfig.from_preset(preset, **{**AT_100HZ[preset], **extra},
+                                                                    **label_kw))
 
 
 class Batcher:
@@ -584,6 +614,7 @@ def _label(row) -> str:
     s = row["spec"]
     parts = [s["init"]] if s["model"].startswith("ecgnat") and s["init"] != "scratch" else []
     parts += [_epochs_text(s)] if _epochs_text(s) else []
+    parts += [f"{k}={_compact(v)}" for k, v in sorted(json.loads(s.get("overrides") or "{}").items())]
     return s["model"] + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -1172,6 +1203,10 @@ def main(argv=None) -> int:
     rn.add_argument("--batch_size", type=int, default=256)
     rn.add_argument("--eval_every", type=int, default=0, help="steps between validation scores (0: ~25 per run)")
     rn.add_argument("--save", help="save the trained weights here (one run only)")
+    rn.add_argument("--overrides", default="",
+                    help="ECG-NAT config changes as JSON, e.g. '{\"supcon_weight\": 0}' (the run is an arm of its own)")
+    rn.add_argument("--validation_only", action="store_true",
+                    help="a sweep run: score the validation fold only, never read the test fold")
     rn.add_argument("--lead_subsets", action="store_true")
     rn.add_argument("--device")
     rp = sub.add_parser("report", help="means over seeds and paired intervals from a results folder")
@@ -1238,7 +1273,7 @@ def main(argv=None) -> int:
                          init=args.init if m.startswith("ecgnat") else "scratch", pretrained=args.pretrained,
                          window_s=args.window_s, lr=args.lr, epochs=args.epochs, min_steps=args.min_steps,
                          batch_size=args.batch_size, lead_subsets=args.lead_subsets, eval_every=args.eval_every,
-                         save=args.save)
+                         save=args.save, overrides=args.overrides, score_test=not args.validation_only)
                  for t in args.tasks.split(",") for m in args.models.split(",")
                  for f in _floats(args.fractions) for s in _ints(args.seeds)]
         run_many(specs, data, Results(args.results), args.device)

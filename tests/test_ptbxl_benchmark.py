@@ -335,3 +335,43 @@ def test_runs_of_two_schedules_are_two_arms_not_seeds(bench, tmp_path):
                           "ecgnat-tiny (pretrained)"}
     assert table["ecgnat-tiny (pretrained, 10 epochs)"]["seeds"] == [0, 1]
     assert table["ecgnat-tiny (pretrained, 20 epochs)"]["test_mean"] == 0.933
+
+
+def test_config_overrides_are_an_arm_of_their_own_and_reach_the_model(bench, tmp_path):
+    """``--overrides`` changes the ECG-NAT config of a run, names it in the key and the table, and refuses
+    arguments that are not ECG-NAT config arguments (a typo must not train the default silently)."""
+    base = bench.RunSpec(task="all", model="ecgnat-tiny")
+    changed = bench.RunSpec(task="all", model="ecgnat-tiny", overrides='{"supcon_weight": 0, "finetune_lead_mask_prob": 0.0}')
+    assert base.key.endswith("-e30-s0") and base.config_overrides() == {}
+    assert changed.key.endswith("-e30-finetune_lead_mask_prob0-supcon_weight0-s0")
+    model = bench.build_model(changed, ["A", "B", "C"])
+    assert model.config.supcon_weight == 0 and model.config.finetune_lead_mask_prob == 0.0
+    assert bench.build_model(base, ["A", "B", "C"]).config.supcon_weight == 0.1
+
+    res = bench.Results(tmp_path / "runs")
+    for spec, auroc in ((base, 0.875), (changed, 0.90)):
+        res.add({"key": spec.key, "spec": vars(spec), "steps": 5, "planned_steps": 5, "test_auroc": auroc,
+                 "validation_auroc": auroc})
+    table = {r["model"]: r["test_mean"] for r in bench.summarize(res)["table"]}
+    assert table == {"ecgnat-tiny": 0.875, "ecgnat-tiny (finetune_lead_mask_prob=0, supcon_weight=0)": 0.90}
+
+    with pytest.raises(ValueError, match="unknown ECG-NAT config argument.*supcon_wieght"):
+        bench.build_model(bench.RunSpec(model="ecgnat-tiny", overrides='{"supcon_wieght": 0}'), ["A"])
+    with pytest.raises(ValueError, match="not JSON"):
+        bench.RunSpec(model="ecgnat-tiny", overrides="supcon_weight=0").key
+    with pytest.raises(ValueError, match="not to 'resnet1d'"):
+        bench.RunSpec(model="resnet1d", overrides='{"supcon_weight": 0}').key
+
+
+def test_validation_only_runs_never_read_the_test_fold(bench, sample_pack, tmp_path):
+    """``run --validation_only`` (a sweep) scores fold 8 and stores no test figure or test probabilities."""
+    code = bench.main(["run", "--data_dir", str(sample_pack), "--results", str(tmp_path / "runs"), "--tasks",
+                       "superdiagnostic", "--models", "ecgnat-tiny", "--epochs", "1", "--min_steps", "2",
+                       "--batch_size", "16", "--eval_every", "2", "--validation_only", "--overrides",
+                       '{"supcon_weight": 0}', "--device", "cpu"])
+    assert code == 0
+    rows = bench.Results(tmp_path / "runs").rows()
+    assert len(rows) == 1 and rows[0]["key"].startswith("sweep-dev-superdiagnostic-ecgnat-tiny-scratch")
+    assert "supcon_weight0" in rows[0]["key"] and "test_auroc" not in rows[0] and rows[0]["n_test"] == 0
+    preds = bench.Results(tmp_path / "runs").preds(rows[0]["key"])
+    assert "val_prob" in preds and "test_prob" not in preds
