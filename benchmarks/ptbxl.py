@@ -286,6 +286,11 @@ class RunSpec:
         return out
 
 
+def _overrides_arg(spec: RunSpec) -> str:
+    """The ``--overrides`` part of a run's command line (empty when the run has none), for model cards."""
+    return f" --overrides '{spec.overrides}'" if spec.overrides else ""
+
+
 def _compact(value) -> str:
     """A config value as it appears in a run key: ``0``, ``0.3``, ``jaccard``."""
     return f"{value:g}" if isinstance(value, float) else str(value).replace(" ", "")
@@ -981,7 +986,8 @@ def ship(results_dir, data_dir, output_root="checkpoints", names=None, progress:
                          + (" --pretrained checkpoints/" + Path(spec.pretrained).name.replace("pretrained-", "ecgnat-")
                             + "-ptbxl-pretrained" if spec.pretrained else "")
                          + f" --window_s {spec.window_s:g} --lr {spec.lr:g} --epochs {spec.epochs} --batch_size "
-                         f"{spec.batch_size} --eval_every {spec.eval_every} --seeds {spec.seed} --save runs/ship/{name}")
+                         f"{spec.batch_size} --eval_every {spec.eval_every} --seeds {spec.seed}{_overrides_arg(spec)} "
+                         f"--save runs/ship/{name}")
         command = f"{train_cmd}\npython benchmarks/ptbxl.py ship --results runs --data_dir PTBXL_DIR --names {name}"
         published = {k: v[spec.task] for k, v in PUBLISHED.items()}
         section = (
@@ -1041,7 +1047,7 @@ def _ship_dev(row, spec, src, name, data_dir, output_root, progress) -> Path:
     command = (f"python benchmarks/ptbxl.py run --data_dir PTBXL_DIR --results runs --protocol dev --tasks {spec.task} "
                f"--models {spec.model} --init {spec.init}{pre} --window_s {spec.window_s:g} --lr {spec.lr:g} "
                f"--epochs {spec.epochs} --min_steps {spec.min_steps} --batch_size {spec.batch_size} "
-               f"--eval_every {spec.eval_every} --seeds {spec.seed} --save runs/save/{name}\n"
+               f"--eval_every {spec.eval_every} --seeds {spec.seed}{_overrides_arg(spec)} --save runs/save/{name}\n"
                f"python benchmarks/ptbxl.py ship --results runs --data_dir PTBXL_DIR --names {name}")
     published = {k: v[spec.task] for k, v in PUBLISHED.items()}
     section = (

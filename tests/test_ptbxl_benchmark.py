@@ -254,6 +254,9 @@ def test_shipped_checkpoints_are_small_hub_ready_and_load(tmp_path):
     for folder in SHIPPED:
         assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 25e6, folder
         assert check_hub_ready(folder) == []
+        overrides = json.loads((folder / "run_arguments.json").read_text()).get("overrides")
+        if overrides:  # the card's command must rebuild the same config, not the preset's
+            assert f"--overrides '{overrides}'" in (folder / "README.md").read_text(), folder
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         fe = AutoFeatureExtractor.from_pretrained(folder)
         assert model.config.decision_thresholds, "thresholds fitted on fold 9 travel in the config"
@@ -341,12 +344,14 @@ def test_config_overrides_are_an_arm_of_their_own_and_reach_the_model(bench, tmp
     """``--overrides`` changes the ECG-NAT config of a run, names it in the key and the table, and refuses
     arguments that are not ECG-NAT config arguments (a typo must not train the default silently)."""
     base = bench.RunSpec(task="all", model="ecgnat-tiny")
-    changed = bench.RunSpec(task="all", model="ecgnat-tiny", overrides='{"supcon_weight": 0, "finetune_lead_mask_prob": 0.0}')
+    changed = bench.RunSpec(task="all", model="ecgnat-tiny",
+                            overrides='{"supcon_weight": 0, "finetune_lead_mask_prob": 0.0}')
     assert base.key.endswith("-e30-s0") and base.config_overrides() == {}
     assert changed.key.endswith("-e30-finetune_lead_mask_prob0-supcon_weight0-s0")
     model = bench.build_model(changed, ["A", "B", "C"])
     assert model.config.supcon_weight == 0 and model.config.finetune_lead_mask_prob == 0.0
     assert bench.build_model(base, ["A", "B", "C"]).config.supcon_weight == 0.1
+    assert bench._overrides_arg(base) == "" and bench._overrides_arg(changed) == f" --overrides '{changed.overrides}'"
 
     res = bench.Results(tmp_path / "runs")
     for spec, auroc in ((base, 0.875), (changed, 0.90)):
