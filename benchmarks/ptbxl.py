@@ -286,6 +286,18 @@ class RunSpec:
         return out
 
 
+def _pretrained_arg(spec: RunSpec) -> str:
+    """The ``--pretrained`` part of a model card's command: the shipped encoder's folder under ``checkpoints/``.
+    A GPU plan's encoder (``runs/pretrained-tiny``) was shipped as ``ecgnat-tiny-ptbxl-pretrained``; a run that
+    already started from a shipped encoder names it as it is."""
+    if not spec.pretrained:
+        return ""
+    name = Path(spec.pretrained).name
+    if not name.endswith("-ptbxl-pretrained"):
+        name = name.replace("pretrained-", "ecgnat-") + "-ptbxl-pretrained"
+    return f" --pretrained checkpoints/{name}"
+
+
 def _overrides_arg(spec: RunSpec) -> str:
     """The ``--overrides`` part of a run's command line (empty when the run has none), for model cards."""
     return f" --overrides '{spec.overrides}'" if spec.overrides else ""
@@ -983,8 +995,7 @@ def ship(results_dir, data_dir, output_root="checkpoints", names=None, progress:
         else:
             train_cmd = (f"python benchmarks/ptbxl.py run --data_dir PTBXL_DIR --results runs --protocol ship "
                          f"--tasks {spec.task} --models {spec.model} --init {spec.init}"
-                         + (" --pretrained checkpoints/" + Path(spec.pretrained).name.replace("pretrained-", "ecgnat-")
-                            + "-ptbxl-pretrained" if spec.pretrained else "")
+                         + _pretrained_arg(spec)
                          + f" --window_s {spec.window_s:g} --lr {spec.lr:g} --epochs {spec.epochs} --batch_size "
                          f"{spec.batch_size} --eval_every {spec.eval_every} --seeds {spec.seed}{_overrides_arg(spec)} "
                          f"--save runs/ship/{name}")
@@ -1042,8 +1053,7 @@ def _ship_dev(row, spec, src, name, data_dir, output_root, progress) -> Path:
     if abs(test_auroc - row["test_auroc"]) > 2e-3:
         raise RuntimeError(f"{name}: fold 9 scores {test_auroc:.4f} here but {row['test_auroc']:.4f} in the run")
     attach_decision_thresholds(model, (probs, y), row["classes"], "multi_label_classification")
-    pre = (" --pretrained checkpoints/" + Path(spec.pretrained).name.replace("pretrained-", "ecgnat-")
-           + "-ptbxl-pretrained") if spec.pretrained else ""
+    pre = _pretrained_arg(spec)
     command = (f"python benchmarks/ptbxl.py run --data_dir PTBXL_DIR --results runs --protocol dev --tasks {spec.task} "
                f"--models {spec.model} --init {spec.init}{pre} --window_s {spec.window_s:g} --lr {spec.lr:g} "
                f"--epochs {spec.epochs} --min_steps {spec.min_steps} --batch_size {spec.batch_size} "

@@ -8,6 +8,7 @@ folder to skip that) and are skipped with a reason where the shared data is abse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -255,8 +256,11 @@ def test_shipped_checkpoints_are_small_hub_ready_and_load(tmp_path):
         assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 25e6, folder
         assert check_hub_ready(folder) == []
         overrides = json.loads((folder / "run_arguments.json").read_text()).get("overrides")
+        card = (folder / "README.md").read_text()
         if overrides:  # the card's command must rebuild the same config, not the preset's
-            assert f"--overrides '{overrides}'" in (folder / "README.md").read_text(), folder
+            assert f"--overrides '{overrides}'" in card, folder
+        for encoder in re.findall(r"--pretrained (\S+)", card):  # and start from an encoder that is shipped
+            assert (CHECKPOINTS.parent / encoder).is_dir(), (folder, encoder)
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         fe = AutoFeatureExtractor.from_pretrained(folder)
         assert model.config.decision_thresholds, "thresholds fitted on fold 9 travel in the config"
@@ -351,6 +355,10 @@ def test_config_overrides_are_an_arm_of_their_own_and_reach_the_model(bench, tmp
     model = bench.build_model(changed, ["A", "B", "C"])
     assert model.config.supcon_weight == 0 and model.config.finetune_lead_mask_prob == 0.0
     assert bench.build_model(base, ["A", "B", "C"]).config.supcon_weight == 0.1
+    assert bench._pretrained_arg(base) == ""
+    for given in ("runs/pretrained-tiny", "checkpoints/ecgnat-tiny-ptbxl-pretrained"):  # a GPU plan's, a shipped one
+        spec = bench.RunSpec(model="ecgnat-tiny", init="pretrained", pretrained=given)
+        assert bench._pretrained_arg(spec) == " --pretrained checkpoints/ecgnat-tiny-ptbxl-pretrained"
     assert bench._overrides_arg(base) == "" and bench._overrides_arg(changed) == f" --overrides '{changed.overrides}'"
 
     res = bench.Results(tmp_path / "runs")
