@@ -26,6 +26,8 @@ NA_BACKENDS = ("auto", "na_torch", "natten")
 # Its second version (chosen on validation fold 8, see the README's ablation table) runs a narrow lead-wise stem
 # (16 channels per lead) into a wide fused token (64), pools mean and max for the head, and hides random leads
 # while fine-tuning: as accurate as the ResNet1d baseline on 12 leads, far better on lead subsets, and faster.
+SUPCON_POSITIVES = ("any", "jaccard")
+
 PRESETS: dict[str, dict] = {
     "tiny": dict(
         sampling_rate=100,
@@ -110,6 +112,10 @@ class ECGNATConfig(PreTrainedConfig):
         global_temperature (`float`): temperature of that contrastive term.
         supcon_weight (`float`): weight of the supervised-contrastive loss added to the classification loss.
         supcon_temperature (`float`): its temperature (Khosla et al. use 0.07-0.1).
+        supcon_positives (`str`): for multi-label targets, which pairs are positives. ``"any"``: pairs that share
+            at least one label, each weighted 1. ``"jaccard"``: every pair weighted by the Jaccard overlap of its
+            two label sets, so that sharing one common statement (sinus rhythm, say) among several does not pull
+            two records together as if they matched. Single-label targets give the same loss either way.
         projection_dim (`int`): size of the normalised projection the contrastive losses use.
         classifier_dropout (`float`): dropout on the pooled features before the classification head.
         classifier_pooling (`str`): ``"mean"`` (mean of the final tokens) or ``"mean_max"`` (mean and max
@@ -166,6 +172,7 @@ class ECGNATConfig(PreTrainedConfig):
     global_temperature: float = 0.1
     supcon_weight: float | int = 0.1
     supcon_temperature: float = 0.1
+    supcon_positives: str = "any"
     projection_dim: int = 128
     classifier_dropout: float | int = 0.1
     classifier_pooling: str = "mean"
@@ -274,6 +281,8 @@ class ECGNATConfig(PreTrainedConfig):
         for name in ("global_temperature", "supcon_temperature"):
             if getattr(self, name) <= 0:
                 fail(f"{name} must be > 0, got {getattr(self, name)}.")
+        if self.supcon_positives not in SUPCON_POSITIVES:
+            fail(f"supcon_positives must be one of {SUPCON_POSITIVES}, got {self.supcon_positives!r}.")
         if self.projection_dim < 1:
             fail(f"projection_dim must be >= 1, got {self.projection_dim}.")
         impl = getattr(self, "_attn_implementation_internal", None)

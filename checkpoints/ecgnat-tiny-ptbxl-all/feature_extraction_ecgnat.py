@@ -175,9 +175,10 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
     th = thresholds or QualityThresholds()
     where = record if record is not None else "input"
     check_sampling_rate(sampling_rate, th, where)
-    x = np.asarray(signal, dtype=np.float64)
+    given = np.asarray(signal)
+    x = np.asarray(given, dtype=np.float64)
     if x.ndim == 1:
-        x = x[None, :]
+        x, given = x[None, :], given[None, :]
     names = [str(n) for n in (lead_names if lead_names is not None else [f"ch{i}" for i in range(x.shape[0])])]
     if len(names) != x.shape[0]:
         raise ECGInputError(f"{where}: {len(names)} lead names for {x.shape[0]} leads")
@@ -185,7 +186,10 @@ def check_signal_quality(signal, sampling_rate, lead_names, thresholds: QualityT
     # all samples finite (the usual case): every lead sorted once (a sort is several times faster than the
     # partitions of np.percentile on ECG samples, which repeat values), then the percentiles, extremes and
     # rail counts read from it: the same numbers as np.percentile and the comparisons lead by lead
-    srt = np.sort(x, axis=1) if _SORT_LEADS and x.shape[1] >= 2 and np.isfinite(x).all() else None
+    # (float32 samples are sorted as float32, then widened: float64 holds each exactly and in the same order)
+    srt = None
+    if _SORT_LEADS and x.shape[1] >= 2 and np.isfinite(x).all():
+        srt = np.sort(given if given.dtype == np.float32 else x, axis=1).astype(np.float64, copy=False)
     pct = sorted_percentiles(srt, (1, 99)) if srt is not None else None
     for i, name in enumerate(names):
         row = x[i] if pct is not None else x[i][np.isfinite(x[i])]
@@ -281,7 +285,8 @@ def _polarity(row: np.ndarray, is_sorted: bool = False) -> float:
     excursions above and below the median (the QRS complex dominates both). ``is_sorted``: ``row`` is the
     lead's samples sorted, all finite (the same result, faster)."""
     if is_sorted and row.size >= 2:
-        med = np.median(row)
+        half = row.size // 2  # the median of sorted samples: np.median's middle value(s), without a partition
+        med = row[half] if row.size % 2 else (row[half - 1] + row[half]) / 2
         hi, lo = sorted_percentiles(row, (99.5, 0.5)) - med
         return float((hi + lo) / (hi - lo)) if hi - lo > 0 else 0.0
     row = row[np.isfinite(row)]
@@ -331,18 +336,44 @@ def _polarity_findings(x: np.ndarray, names, usable, sorted_leads: np.ndarray | 
     checks = [(lead, terms) for lead, terms in _LIMB_IDENTITIES.items()
               if lead in leads and all(t in leads for t, _ in terms)]
 
+    gram = order = None
+    if sorted_leads is not None and checks:  # every sample finite: all correlations from one Gram matrix
+        order = {c: k for k, c in enumerate(leads)}
+        centred = np.stack([leads[c] for c in leads])
+        centred = centred - centred.mean(axis=1, keepdims=True)
+        gram = centred @ centred.T
+
+    if gram is not None:  # each check as coefficient rows: a = U X (the lead), b = V X (its value from two others)
+        U = np.zeros((len(checks), len(order)))
+        V = np.zeros((len(checks), len(order)))
+        for k, (lead, terms) in enumerate(checks):
+            U[k, order[lead]] = 1.0
+            for t, w in terms:
+                V[k, order[t]] += w
+        tiny = 1e-12 * float(np.trace(gram))  # a combination that cancels to rounding noise: no variance
+
     def broken(flipped=None) -> list:
         sign = {c: (-1.0 if c == flipped else 1.0) for c in leads}
-        bad = []
+        if gram is not None:  # corr(a, b) = u'Gv / sqrt(u'Gu v'Gv) for a = u'X, b = v'X, X centred: all checks at once
+            s = np.array([sign[c] for c in order])
+            u, v = U * s, V * s
+            gv = v @ gram
+            ab, aa, bb = (u * gv).sum(axis=1), ((u @ gram) * u).sum(axis=1), (gv * v).sum(axis=1)
+            aa, bb = np.where(aa > tiny, aa, 0.0), np.where(bb > tiny, bb, 0.0)
+            den = np.sqrt(aa * bb)
+            low = np.zeros(len(checks), dtype=bool)
+            np.less(ab, 0.5 * den, out=low, where=den > 0)
+            return [checks[k][0] for k in np.flatnonzero(low)]
+        bad = []  # non-finite samples somewhere: each check on the samples finite in both of its sides
         for lead, terms in checks:
             a = sign[lead] * leads[lead]
             b = sum(w * sign[t] * leads[t] for t, w in terms)
-            if sorted_leads is None:  # else every sample is finite: the mask would keep them all
-                ok = np.isfinite(a) & np.isfinite(b)
-                a, b = a[ok], b[ok]
+            ok = np.isfinite(a) & np.isfinite(b)
+            a, b = a[ok], b[ok]
             a, b = a - a.mean(), b - b.mean()
-            den = math.sqrt(float(a @ a) * float(b @ b))
-            if den > 0 and float(a @ b) / den < 0.5:
+            ab, aa, bb = float(a @ b), float(a @ a), float(b @ b)
+            den = math.sqrt(max(aa, 0.0) * max(bb, 0.0))
+            if den > 0 and ab / den < 0.5:
                 bad.append(lead)
         return bad
 
@@ -368,8 +399,13 @@ LEAD_ALIASES = {
 _SQUASH = re.compile(r"[\s_\-]+")
 
 
-def _squash(name: str) -> str:
-    key = _SQUASH.sub("", str(name)).lower()
+def _squash(name) -> str:
+    return _squash_str(str(name))
+
+
+@functools.lru_cache(maxsize=4096)  # a corpus repeats a dozen spellings millions of times
+def _squash_str(name: str) -> str:
+    key = _SQUASH.sub("", name).lower()
     if key.startswith("lead") and len(key) > 4:
         key = key[4:]
     return key
@@ -666,6 +702,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             x = x[None, :]
         if x.ndim != 2:
             raise ECGInputError(f"{where}: expected a (leads, samples) signal, got shape {tuple(x.shape)}")
+        given = x  # the samples as given, for the quality check (float32 records are sorted as float32: faster)
         x = x.astype(np.float64, copy=False)
         if fs is None:
             raise ECGInputError(
@@ -719,7 +756,9 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             raise ECGLeadNameError(
                 f"{where}: none of the leads {names} is one of the model's leads {self.lead_names}", leads=names
             )
-        x = x[rows]
+        if rows != list(range(x.shape[0])):  # the usual case, every lead in order, needs no copy
+            x = x[rows]
+            given = x
         if not np.isfinite(x).all():
             bad = (~np.isfinite(x)).sum(axis=1)
             leads = [f"{names[rows[k]]} ({int(c)})" for k, c in enumerate(bad) if c]
@@ -732,7 +771,7 @@ class ECGNATFeatureExtractor(SequenceFeatureExtractor):
             )
         report = None
         if getattr(self, "quality_check", True):
-            report = check_signal_quality(x, fs, [names[r] for r in rows], thresholds, record=where)
+            report = check_signal_quality(given, fs, [names[r] for r in rows], thresholds, record=where)
             if not any(report.usable):
                 raise ECGUnusableSignalError(
                     f"{where}: no usable lead ({report.short_summary()}); the record is refused, not scored",

@@ -114,30 +114,42 @@ class ECGNATForSequenceClassificationOutput(ModelOutput):
 
 # ----------------------------------------------------------------------------------------------- losses
 def supervised_contrastive_loss(
-    embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1
+    embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1, positives: str = "any"
 ) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, the "L_out" form) on L2-normalised ``embeddings``.
 
-    ``labels``: class indices (batch,) for single-label, or a multi-hot (batch, classes) matrix for multi-label,
-    where two samples are positives when they share at least one label. Anchors without any positive are left
-    out; when no anchor has a positive the loss is 0 (still attached to the graph).
+    ``labels``: class indices (batch,) for single-label, or a multi-hot (batch, classes) matrix for multi-label.
+    ``positives`` (multi-label only): ``"any"``, two samples are positives (weight 1) when they share at least one
+    label; ``"jaccard"``, every pair is weighted by the Jaccard overlap of its label sets (intersection over
+    union), and an anchor's log-probabilities are averaged with those weights. With one label per sample both
+    reduce to the single-label loss. Anchors without any positive are left out; when no anchor has a positive
+    the loss is 0 (still attached to the graph).
     """
     n = embeddings.shape[0]
+    dtype = torch.promote_types(embeddings.dtype, torch.float32)  # exact overlap ratios, also under autocast
     if labels.dim() == 1:
-        positives = labels[:, None] == labels[None, :]
+        weights = (labels[:, None] == labels[None, :]).to(dtype)
     else:
-        hot = (labels > 0.5).float()
-        positives = (hot @ hot.T) > 0
+        hot = (labels > 0.5).to(dtype)
+        shared = hot @ hot.T
+        if positives == "jaccard":
+            count = hot.sum(1)
+            union = count[:, None] + count[None, :] - shared
+            weights = torch.where(union > 0, shared / union.clamp(min=1), torch.zeros_like(shared))
+        elif positives == "any":
+            weights = (shared > 0).to(dtype)
+        else:
+            raise ValueError(f"positives must be 'any' or 'jaccard', got {positives!r}")
     eye = torch.eye(n, dtype=torch.bool, device=embeddings.device)
-    positives = positives & ~eye
+    weights = weights.masked_fill(eye, 0.0).to(embeddings.dtype)
     logits = embeddings @ embeddings.T / temperature
     logits = logits.masked_fill(eye, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    n_pos = positives.sum(1)
-    has_pos = n_pos > 0
+    total = weights.sum(1)
+    has_pos = total > 0
     if not bool(has_pos.any()):
         return embeddings.sum() * 0.0
-    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(1)[has_pos] / n_pos[has_pos]
+    mean_log_prob_pos = (log_prob.masked_fill(weights == 0, 0.0) * weights).sum(1)[has_pos] / total[has_pos]
     return -mean_log_prob_pos.mean()
 
 
@@ -800,7 +812,7 @@ class ECGNATForSequenceClassification(ECGNATPreTrainedModel):
             if self.config.supcon_weight > 0 and problem != "regression" and logits.shape[0] > 1:
                 supcon = supervised_contrastive_loss(
                     projection, labels.view(-1) if problem == "single_label_classification" else labels,
-                    self.config.supcon_temperature,
+                    self.config.supcon_temperature, getattr(self.config, "supcon_positives", "any"),
                 )
                 loss = cls_loss + self.config.supcon_weight * supcon
         if not return_dict:
