@@ -388,3 +388,33 @@ def test_validation_only_runs_never_read_the_test_fold(bench, sample_pack, tmp_p
     assert "supcon_weight0" in rows[0]["key"] and "test_auroc" not in rows[0] and rows[0]["n_test"] == 0
     preds = bench.Results(tmp_path / "runs").preds(rows[0]["key"])
     assert "val_prob" in preds and "test_prob" not in preds
+
+
+RESULT_FOLDERS = sorted(p for p in (REPO_ROOT / "benchmarks" / "results").glob("ptbxl-*")
+                        if (p / "results.jsonl").exists())
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.parametrize("folder", RESULT_FOLDERS, ids=[p.name for p in RESULT_FOLDERS])
+def test_committed_results_follow_from_their_probabilities(bench, ptbxl_full, folder):
+    """Every figure of a committed results file is re-derived from its stored per-record probabilities and
+    the restored labels: a figure in the docs cannot drift from the predictions behind it. Sweep rows carry no
+    test figure and no test probabilities."""
+    from ecgnat_hf.metrics.comparison import macro_auroc
+
+    data = bench.load_pack(ptbxl_full)
+    row_of = {int(e): i for i, e in enumerate(data.ecg_id)}
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
+    assert rows
+    for row in rows:
+        preds = np.load(folder / "preds" / f"{row['key']}.npz")
+        labels = data.labels[row["spec"]["task"]]
+        val = [row_of[int(e)] for e in preds["val_ids"]]
+        assert macro_auroc(labels[val], preds["val_prob"]) == pytest.approx(row["validation_auroc"], abs=1e-4)
+        if row["key"].startswith("sweep-"):
+            assert "test_prob" not in preds.files and not row.get("test_auroc")
+            continue
+        test = [row_of[int(e)] for e in preds["test_ids"]]
+        assert set(data.fold[test]) == {9} and set(data.fold[val]) == {8}
+        assert macro_auroc(labels[test], preds["test_prob"]) == pytest.approx(row["test_auroc"], abs=1e-4)
