@@ -65,6 +65,13 @@ DETECTORS = {
 }
 
 
+def require_data(root: Path) -> None:
+    """Stop with the missing folder named, rather than scoring zero records."""
+    for sub in ("mitdb", "cpsc2019-sample"):
+        if not (root / sub).is_dir():
+            raise SystemExit(f"{root / sub} not found: pass --data-dir (or set ECGNAT_SHARED_DATA) to ../shared/data")
+
+
 def mitdb_records(root: Path):
     import wfdb
 
@@ -137,9 +144,7 @@ def main(argv=None):
     if args.cache:
         CACHE = Path(args.cache)
         CACHE.mkdir(parents=True, exist_ok=True)
-    for sub in ("mitdb", "cpsc2019-sample"):
-        if not (root / sub).is_dir():
-            raise SystemExit(f"{root / sub} not found: pass --data-dir (or set ECGNAT_SHARED_DATA) to ../shared/data")
+    require_data(root)
     if args.only:
         labels = [k for k in DETECTORS if any(s in k for s in args.only.split(","))]
     else:  # christov2004 and zong2003 take ~30-60 s per 30-minute record (20x the others): only with --only

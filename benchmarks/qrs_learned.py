@@ -170,7 +170,7 @@ def to_fs(peaks_100: np.ndarray, fs: float, n: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data_dir", default=os.environ.get("ECGNAT_SHARED_DATA", str(REPO.parent / "shared" / "data")),
+    ap.add_argument("--data-dir", default=os.environ.get("ECGNAT_SHARED_DATA", str(REPO.parent / "shared" / "data")),
                     help="the folder holding mitdb/ and cpsc2019-sample/")
     ap.add_argument("--out", default="qrs_learned", help="results.md, results.json and model.pt go here")
     ap.add_argument("--budget_s", type=float, default=600.0, help="training wall-time budget (hard cap 720 s)")
@@ -178,6 +178,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    QB.require_data(Path(args.data_dir))
     budget = min(args.budget_s, 720.0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
